@@ -1,0 +1,225 @@
+"""Config schemas (dataclasses) and validation.
+
+``conf/`` holds the Hydra config groups; DVC's Hydra integration composes them into
+``params.yaml``. Stages load ``params.yaml`` with :func:`load_params`, which merges it onto
+:class:`Config` (unknown keys and wrong types fail) and then checks values
+(:func:`validate`). Every failure raises :class:`ConfigError` with one line naming the key,
+before any work starts and before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending key."""
+
+
+@dataclass
+class SyntheticConfig:
+    """The procedural dataset written in the ImageNet layout (classes of drawn objects on clutter)."""
+
+    classes: int = 10
+    train_per_class: int = 300
+    val_per_class: int = 50
+    min_side: int = 80  # raw images are W x H with both sides in [min_side, max_side]
+    max_side: int = 96
+    val_layout: str = "folders"  # folders: val/<wnid>/*.JPEG | flat: val/*.JPEG + LOC_val_solution.csv
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic: generate into data/raw/imagenet | imagenet: read the layout at root
+    root: str = "data/imagenet"  # the real ImageNet folder (train/, val/); unused for synthetic
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class PreprocessConfig:
+    size: int = 72  # S: smallest side resized to S, centre S x S crop kept (256 in the paper)
+    shard_size: int = 1024  # images per shard file
+    workers: int = 2  # decoding processes
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "zfnet"  # zfnet | krizhevsky
+    widths: List[int] = field(default_factory=lambda: [96, 256, 384, 384, 256])
+    fc_sizes: List[int] = field(default_factory=lambda: [4096, 4096])
+    conv1_kernel: int = 7
+    conv1_stride: int = 2
+    contrast_norm: bool = True
+    remove: List[str] = field(default_factory=list)
+    dropout: float = 0.5
+
+
+@dataclass
+class AnnealConfig:
+    """Learning-rate annealing when validation error plateaus (the paper anneals by hand)."""
+
+    factor: float = 0.1
+    patience: int = 3  # epochs without improvement before the rate is multiplied by factor
+    min_lr: float = 1e-5
+
+
+@dataclass
+class TrainConfig:
+    crop: int = 224  # side of the random training crops and the 10 evaluation crops
+    epochs: int = 70
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    init: str = "paper"  # paper: N(0, init_std) weights, zero biases | kaiming: He normal
+    init_std: float = 0.01
+    renormalize: bool = True  # filter RMS renormalisation
+    renorm_radius: float = 0.1
+    anneal: AnnealConfig = field(default_factory=AnnealConfig)
+    warmup_epochs: int = 0  # linear warm-up of the learning rate (0 = none, as in the paper)
+    milestones: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])
+    eval_crops: int = 10  # 10: 4 corners + centre, with flips (paper) | 1: centre crop
+    workers: int = 0  # DataLoader worker processes
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = False
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    input_scale: float = 1.0  # model input = (pixel - per-pixel mean) * input_scale; 1.0 = raw 0..255 (paper)
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "zfnet"
+    uri: Optional[str] = None  # None: sqlite at <repo>/mlflow.db; MLFLOW_TRACKING_URI wins over both
+    log_model: bool = True
+
+
+@dataclass
+class Config:
+    profile: str = MISSING
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def _fail(key: str, msg: str) -> None:
+    raise ConfigError(f"{key}: {msg}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        _fail(key, f"must be one of {list(choices)}, got {value!r}")
+
+
+def _check_positive(cfg: Any, prefix: str, names: str, allow_zero: bool = False) -> None:
+    for name in names.split():
+        value = getattr(cfg, name)
+        if value < 0 or (value == 0 and not allow_zero):
+            _fail(f"{prefix}.{name}", f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check values beyond types; raise :class:`ConfigError` naming the first bad key."""
+    _check_choice("data.source", cfg.data.source, ("synthetic", "imagenet"))
+    syn = cfg.data.synthetic
+    _check_positive(syn, "data.synthetic", "train_per_class val_per_class min_side max_side")
+    if syn.classes < 2:
+        _fail("data.synthetic.classes", f"must be >= 2, got {syn.classes}")
+    if syn.max_side < syn.min_side:
+        _fail("data.synthetic.max_side", f"must be >= min_side ({syn.min_side}), got {syn.max_side}")
+    _check_choice("data.synthetic.val_layout", syn.val_layout, ("folders", "flat"))
+    _check_positive(cfg.preprocess, "preprocess", "size shard_size workers")
+
+    m = cfg.model
+    _check_choice("model.arch", m.arch, ("zfnet", "krizhevsky"))
+    if len(m.widths) != 5 or any(w <= 0 for w in m.widths):
+        _fail("model.widths", f"must be 5 positive conv widths (conv1..conv5), got {list(m.widths)}")
+    if len(m.fc_sizes) != 2 or any(w <= 0 for w in m.fc_sizes):
+        _fail("model.fc_sizes", f"must be 2 positive widths (fc6, fc7), got {list(m.fc_sizes)}")
+    _check_positive(m, "model", "conv1_kernel conv1_stride")
+    bad = sorted(set(m.remove) - {"conv3", "conv4", "fc6", "fc7"})
+    if bad:
+        _fail("model.remove", f"only conv3, conv4, fc6, fc7 can be removed, got {bad}")
+    if not 0.0 <= m.dropout < 1.0:
+        _fail("model.dropout", f"must be in [0, 1), got {m.dropout}")
+
+    t = cfg.train
+    _check_positive(t, "train", "crop epochs batch_size lr init_std renorm_radius input_scale")
+    _check_positive(t, "train", "momentum weight_decay warmup_epochs workers threads", allow_zero=True)
+    if t.crop > cfg.preprocess.size:
+        _fail("train.crop", f"must be <= preprocess.size ({cfg.preprocess.size}), got {t.crop}")
+    if t.momentum >= 1.0:
+        _fail("train.momentum", f"must be < 1, got {t.momentum}")
+    _check_choice("train.init", t.init, ("paper", "kaiming"))
+    _check_choice("train.eval_crops", t.eval_crops, (1, 10))
+    _check_choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    if not 0.0 < t.anneal.factor < 1.0:
+        _fail("train.anneal.factor", f"must be in (0, 1), got {t.anneal.factor}")
+    _check_positive(t.anneal, "train.anneal", "patience min_lr", allow_zero=True)
+    for i, ms in enumerate(t.milestones):
+        if not 1 <= ms <= t.epochs:
+            _fail(f"train.milestones[{i}]", f"epoch {ms} is outside 1..train.epochs ({t.epochs})")
+    if list(t.milestones) != sorted(set(t.milestones)):
+        _fail("train.milestones", f"must be strictly increasing, got {list(t.milestones)}")
+    return cfg
+
+
+def from_dict(raw: Any, source: str = "params") -> Config:
+    """Merge a plain mapping onto :class:`Config` and validate it.
+
+    Raises :class:`ConfigError` ``"<source>: <key>: <problem>"`` for an unknown key, a wrong type,
+    a missing required key or an invalid value.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(raw))
+        OmegaConf.to_container(merged, throw_on_missing=True)
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: {key}: {msg}") from None
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Config:
+    """Read ``params.yaml`` (DVC's composed Hydra config) into a validated :class:`Config`."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(raw, str(path))
+
+
+def to_dict(cfg: Config) -> dict:
+    """The config as plain nested dicts and lists (for YAML, MLflow, JSON)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"train": {"lr": 0.01}}`` -> ``{"train.lr": 0.01}`` (lists kept as values)."""
+    out: dict = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,1 @@
+"""Datasets: the synthetic generator, readers of the real layouts, preprocessing into shards."""

@@ -1,0 +1,31 @@
+"""DVC stage ``preprocess``: smallest side to S, centre S x S crop, per-pixel mean; shards + manifest.
+
+Out: ``data/prepared/{train,val}/`` (see :mod:`zfnet.data.preprocess`); metrics
+``metrics/preprocess.json`` (found / written / skipped per split).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from zfnet.config import Config
+from zfnet.data.preprocess import preprocess
+from zfnet.stages.common import DATASET_JSON, METRICS, PREPARED, run_stage, write_json
+
+log = logging.getLogger("zfnet.stages.preprocess")
+
+
+def main(cfg: Config) -> None:
+    dataset = json.loads(DATASET_JSON.read_text())
+    p = cfg.preprocess
+    manifests = preprocess(dataset["root"], PREPARED, p.size, p.shard_size, p.workers)
+    summary = {
+        split: {k: m[k] for k in ("found", "count", "skipped")} for split, m in manifests.items()
+    }
+    write_json(METRICS / "preprocess.json", summary)
+    log.info("preprocessed: %s", summary)
+
+
+if __name__ == "__main__":
+    run_stage("preprocess", main)

@@ -1,0 +1,153 @@
+"""DVC stage ``train``: train the configured model on the prepared shards (PAPER.md Sec. 3).
+
+Outs: ``models/milestones/epoch-NNN.pt``, ``models/model.pt``. Metrics ``metrics/train.json``;
+plots ``plots/train.csv`` (one row per epoch). MLflow: a ``train`` child run with per-epoch
+metrics (``step=epoch``), the curves, and the final model (``mlflow.pytorch.log_model``).
+Resume state lives in ``.zfnet/state/train`` (not a DVC out): rerunning after a crash continues
+from the last finished epoch, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from zfnet.config import Config
+from zfnet.data.shards import ShardDataset, load_mean
+from zfnet.stages.common import METRICS, MODELS, PLOTS, PREPARED, STATE, run_stage, write_json
+from zfnet.train.loop import config_fingerprint, fit
+
+log = logging.getLogger("zfnet.stages.train")
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_id(prepared: Path) -> str:
+    """A fingerprint of the prepared data: the hash of both manifests."""
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        h.update((prepared / split / "manifest.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Training curves (loss and top-1/top-5 error per epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(history)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(df.epoch, df.train_loss, label="train")
+    ax1.plot(df.epoch, df.val_loss, label="val (10-crop)")
+    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax2.plot(df.epoch, df.train_top1_error, label="train top-1")
+    ax2.plot(df.epoch, df.val_top1_error, label="val top-1")
+    ax2.plot(df.epoch, df.val_top5_error, label="val top-5")
+    ax2.set(xlabel="epoch", ylabel="error (%)", title="error", ylim=(0, 100))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(cfg: Config) -> None:
+    import mlflow
+
+    from zfnet import tracking
+
+    train_set = ShardDataset(PREPARED / "train")
+    val_set = ShardDataset(PREPARED / "val")
+    mean = load_mean(PREPARED)
+    did = data_id(PREPARED)
+    state_dir = STATE / "train"
+    fingerprint = config_fingerprint(cfg, did)
+    run_file = state_dir / "mlflow_run.json"
+    run_id = None
+    if run_file.exists():
+        saved = json.loads(run_file.read_text())
+        run_id = saved["run_id"] if saved.get("fingerprint") == fingerprint else None
+
+    for out in (MODELS,):
+        if out.exists():
+            shutil.rmtree(out)
+    t0 = time.perf_counter()
+    with tracking.stage_run(cfg, "train", run_id=run_id) as run:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_file, {"fingerprint": fingerprint, "run_id": run.info.run_id})
+
+        def on_epoch(record: dict) -> None:
+            step = record["epoch"]
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=step)
+
+        result = fit(
+            cfg,
+            train_set,
+            val_set,
+            mean,
+            state_dir,
+            MODELS,
+            meta={"classes": train_set.classes, "class_names": train_set.class_names, "data_id": did},
+            on_epoch=on_epoch,
+        )
+        history, final = result["history"], result["final"]
+        PLOTS.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(history).to_csv(PLOTS / "train.csv", index=False)
+        plot_curves(history, PLOTS / "train_curves.png")
+        chance = 100.0 * (1 - 1 / train_set.num_classes)
+        metrics = {
+            "epochs": final["epoch"],
+            "train_top1_error": round(final["train_top1_error"], 3),
+            "val_top1_error": round(final["val_top1_error"], 3),
+            "val_top5_error": round(final["val_top5_error"], 3),
+            "val_loss": round(final["val_loss"], 5),
+            "best_val_top1_error": round(min(r["val_top1_error"] for r in history), 3),
+            "chance_top1_error": round(chance, 3),
+            "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
+        }
+        write_json(METRICS / "train.json", metrics)
+        mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        mlflow.log_artifact(str(PLOTS / "train.csv"), "plots")
+        mlflow.log_artifact(str(PLOTS / "train_curves.png"), "plots")
+        model_file = MODELS / "model.pt"
+        mlflow.set_tags({"model_path": str(model_file), "model_md5": file_md5(model_file)})
+        if cfg.tracking.log_model:
+            _log_model(result["model"], cfg)
+    shutil.rmtree(state_dir)  # finished: a forced rerun trains afresh
+    log.info("trained in %.1fs: %s", time.perf_counter() - t0, metrics)
+
+
+def _log_model(model: torch.nn.Module, cfg: Config) -> None:
+    """The final model as an MLflow model with an input example (one preprocessed crop)."""
+    import mlflow
+    import numpy as np
+    import torchvision
+
+    model = model.to("cpu").eval()
+    example = np.zeros((1, 3, cfg.train.crop, cfg.train.crop), dtype=np.float32)
+    mlflow.pytorch.log_model(
+        model,
+        name="model",
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"],
+    )
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,1 @@
+"""Training: the loop, evaluation, filter renormalisation, checkpoints and resume."""

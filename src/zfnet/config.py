@@ -208,6 +208,20 @@ def load_params(path: str | Path = "params.yaml") -> Config:
     return from_dict(raw, str(path))
 
 
+def compose(overrides: list[str] | None = None, conf_dir: str | Path = "conf") -> dict:
+    """Compose ``conf/`` with Hydra overrides, as ``dvc exp run -S`` does, into a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
+            return OmegaConf.to_container(hydra_compose("config", overrides=overrides or []), resolve=True)  # type: ignore[return-value]
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def to_dict(cfg: Config) -> dict:
     """The config as plain nested dicts and lists (for YAML, MLflow, JSON)."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

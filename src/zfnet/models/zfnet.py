@@ -149,6 +149,7 @@ def _layer_specs(
     conv1_kernel: int,
     conv1_stride: int,
     conv1_padding: int,
+    pool1_padding: int,
     conv2_stride: int,
     norm: bool,
     remove: Sequence[str],
@@ -156,7 +157,7 @@ def _layer_specs(
     if len(widths) != 5:
         raise ValueError(f"widths must list 5 conv widths (conv1..conv5), got {list(widths)}")
     geometry = {
-        "conv1": dict(kernel=conv1_kernel, stride=conv1_stride, padding=conv1_padding, pool=True, pool_padding=1, norm=norm),
+        "conv1": dict(kernel=conv1_kernel, stride=conv1_stride, padding=conv1_padding, pool=True, pool_padding=pool1_padding, norm=norm),
         "conv2": dict(kernel=5, stride=conv2_stride, padding=0 if conv2_stride == 2 else 2, pool=True, pool_padding=1 if conv2_stride == 2 else 0, norm=norm),
         "conv3": dict(kernel=3, stride=1, padding=1, pool=False, pool_padding=0, norm=False),
         "conv4": dict(kernel=3, stride=1, padding=1, pool=False, pool_padding=0, norm=False),
@@ -203,7 +204,7 @@ def zfnet(
     Returns a :class:`ConvNet` mapping ``(N, 3, input_size, input_size)`` to logits ``(N, num_classes)``.
     """
     _check_remove(remove)
-    specs = _layer_specs(widths, conv1_kernel, conv1_stride, 1 if conv1_kernel == 7 else 0, 2, contrast_norm, remove)
+    specs = _layer_specs(widths, conv1_kernel, conv1_stride, (conv1_kernel - 5) // 2, 1, 2, contrast_norm, remove)
     kept = [(n, w) for n, w in zip(FC_LAYERS, fc_sizes) if n not in remove]
     return ConvNet(specs, [w for _, w in kept], num_classes, input_size, dropout, [n for n, _ in kept])
 
@@ -220,10 +221,11 @@ def krizhevsky(
 ) -> ConvNet:
     """The paper's single-GPU replica of Krizhevsky et al. 2012: layer 1 is 11x11 stride 4.
 
-    Layer 2 uses stride 1 with padding 2 (as in AlexNet), so at 224x224 the maps are
-    96x55x55 -> 27x27 after pooling, 256x27x27 -> 13x13, 13x13 for conv3-5 and 6x6 after pool5.
+    As in AlexNet: layer 1 pads 2 and its pooling none, layer 2 is 5x5 stride 1 padding 2, so at
+    224x224 the maps are 96x55x55 -> 27x27 after pooling, 256x27x27 -> 13x13, 13x13 for conv3-5
+    and 6x6 after pool5.
     """
     _check_remove(remove)
-    specs = _layer_specs(widths, 11, 4, 2, 1, contrast_norm, remove)
+    specs = _layer_specs(widths, 11, 4, 2, 0, 1, contrast_norm, remove)
     kept = [(n, w) for n, w in zip(FC_LAYERS, fc_sizes) if n not in remove]
     return ConvNet(specs, [w for _, w in kept], num_classes, input_size, dropout, [n for n, _ in kept])

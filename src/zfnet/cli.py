@@ -1,0 +1,48 @@
+"""The ``zfnet`` command: what people do outside DVC.
+
+Each subcommand lives beside the library code it drives, in a module with
+``register(subparsers)`` that adds its parser and sets ``func``; this file only collects them.
+Errors in the input (config, layout, checkpoint) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMAND_MODULES = ("zfnet.cli_config", "zfnet.viz.command")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zfnet",
+        description="Zeiler & Fergus (2014) reproduction: run the library's tools outside the DVC pipeline.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zfnet.stages.common import expected_errors, setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        return int(args.func(args) or 0)
+    except expected_errors() as exc:
+        print(f"zfnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""End to end: `dvc repro` and `dvc exp run` on the tiny profile in a temporary copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    """A git copy of the tracked files with params.yaml composed for the tiny profile."""
+    dest = tmp_path_factory.mktemp("e2e") / "project"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(dest / "params.yaml", str(dest / "conf"), None, "config", "", ["experiment=tiny"])
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        run(cmd, dest, env)
+    return dest, env
+
+
+def test_dvc_repro_end_to_end(project):
+    root, env = project
+    run(["dvc", "repro"], root, env)
+    dataset = json.loads((root / "data/raw/dataset.json").read_text())
+    assert dataset["counts"] == {"train": 96, "val": 32}
+    manifest = json.loads((root / "data/prepared/train/manifest.json").read_text())
+    assert manifest["count"] == 96 and manifest["size"] == 64
+    assert sorted(p.name for p in (root / "models/milestones").iterdir()) == [
+        "epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
+    from zfnet.train.checkpoint import load_model
+
+    model, ckpt = load_model(root / "models/model.pt")
+    assert ckpt["epoch"] == 3 and model.num_classes == 4
+    metrics = json.loads((root / "metrics/train.json").read_text())
+    assert {"val_top1_error", "val_top5_error", "train_top1_error"} <= set(metrics)
+    assert len((root / "plots/train.csv").read_text().strip().splitlines()) == 1 + 3
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert set(lock["stages"]) >= {"data", "preprocess", "train"}
+
+    again = run(["dvc", "repro"], root, env)
+    assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
+    assert "Running stage" not in again.stdout
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("zfnet")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("zfnet.role") == "pipeline"]
+    train = [r for r in runs if r.data.tags.get("stage") == "train"]
+    assert len(parents) == 1 and len(train) == 1
+    run_ = train[0]
+    assert run_.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert run_.data.tags["git_commit"] not in ("", "unknown")
+    assert run_.data.params["train.epochs"] == "3"
+    history = client.get_metric_history(run_.info.run_id, "val_top1_error")
+    assert [m.step for m in history] == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id)}
+    assert "params.yaml" in artifacts and "plots" in artifacts
+    assert Path(exp.artifact_location.replace("file://", "")).is_relative_to(root)
+    models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert any(m.source_run_id == run_.info.run_id for m in models)
+
+
+def test_dvc_exp_run_composes_hydra_overrides(project):
+    root, env = project
+    run(["dvc", "exp", "run", "-S", "experiment=tiny", "-S", "train.lr=0.02", "-n", "lr002"], root, env)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["train"]["lr"] == 0.02 and params["profile"] == "tiny"
+    shown = run(["dvc", "exp", "show", "--json"], root, env).stdout
+    assert "lr002" in shown

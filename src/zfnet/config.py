@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 from omegaconf import MISSING, OmegaConf
@@ -95,6 +95,24 @@ class TrainConfig:
 
 
 @dataclass
+class VizConfig:
+    """The deconvnet figures (PAPER.md Figs. 2, 4, 6)."""
+
+    split: str = "val"  # scanned for the top-9 (the paper: validation set)
+    evolution_split: str = "train"  # scanned at every milestone (the paper: training set)
+    max_images: int = 0  # images per split, 0 = all
+    batch_size: int = 128
+    maps: int = 16  # feature maps shown per layer in Fig. 2
+    evolution_maps: int = 4  # maps per layer in Fig. 4
+    stable: int = 7  # top-9 images shared with the final epoch that count as converged
+    dead_ratio: float = 0.1  # a layer-1 filter is dead below this fraction of the median filter RMS
+    max_batch: int = 256  # deconvnet projections per chunk
+    device: str = "auto"
+    compare: Dict[str, str] = field(default_factory=dict)  # {label: checkpoint} whose filters are drawn too
+    out: str = "figures/visualize"
+
+
+@dataclass
 class TrackingConfig:
     experiment: str = "zfnet"
     uri: Optional[str] = None  # None: sqlite at <repo>/mlflow.db; MLFLOW_TRACKING_URI wins over both
@@ -109,6 +127,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -171,6 +190,16 @@ def validate(cfg: Config) -> Config:
             _fail(f"train.milestones[{i}]", f"epoch {ms} is outside 1..train.epochs ({t.epochs})")
     if list(t.milestones) != sorted(set(t.milestones)):
         _fail("train.milestones", f"must be strictly increasing, got {list(t.milestones)}")
+    v = cfg.viz
+    _check_choice("viz.split", v.split, ("train", "val"))
+    _check_choice("viz.evolution_split", v.evolution_split, ("train", "val"))
+    _check_choice("viz.device", v.device, ("auto", "cpu", "cuda"))
+    _check_positive(v, "viz", "batch_size maps evolution_maps max_batch")
+    _check_positive(v, "viz", "max_images", allow_zero=True)
+    if not 1 <= v.stable <= 9:
+        _fail("viz.stable", f"must be in 1..9 (of the top-9), got {v.stable}")
+    if not 0.0 < v.dead_ratio < 1.0:
+        _fail("viz.dead_ratio", f"must be in (0, 1), got {v.dead_ratio}")
     return cfg
 
 

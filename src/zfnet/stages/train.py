@@ -140,7 +140,8 @@ def _log_model(model: torch.nn.Module, cfg: Config) -> None:
     import torchvision
 
     model = model.to("cpu").eval()
-    example = np.zeros((1, 3, cfg.train.crop, cfg.train.crop), dtype=np.float32)
+    # Batch of 2: torch.export (MLflow's default "pt2" format) would specialise a batch of 1.
+    example = np.zeros((2, 3, cfg.train.crop, cfg.train.crop), dtype=np.float32)
     mlflow.pytorch.log_model(
         model,
         name="model",

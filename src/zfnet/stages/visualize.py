@@ -1,0 +1,65 @@
+"""DVC stage ``visualize``: the deconvnet figures of the trained model (PAPER.md Figs. 2, 4, 6).
+
+Deps: ``models/`` (``model.pt``, ``milestones/``), ``data/prepared``. Params: ``viz``.
+Outs: ``viz.out`` (``top9_conv1..5.png``, ``filters_conv1.png``, ``filters_<label>.png``,
+``evolution.png``). Metrics ``metrics/visualize.json``: dead-filter fraction and frequency-band
+shares of the layer-1 filters, and the epoch at which each layer's top-9 stopped changing.
+MLflow: a ``visualize`` child run with those metrics and the figures as artifacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zfnet.config import Config
+from zfnet.stages.common import METRICS, MODELS, PREPARED, run_stage, write_json
+
+
+def metrics_of(result: dict) -> dict:
+    """The figures' numbers as a flat ``{name: number}`` dict (for metrics/visualize.json and MLflow)."""
+    metrics = {}
+    for label, stats in result["filters"].items():
+        metrics[f"filters_{label}_dead_fraction"] = stats["dead_fraction"]
+        for band, share in stats["band_energy"].items():
+            metrics[f"filters_{label}_{band}_freq_share"] = share
+    if result["evolution"] is not None:
+        for layer, epoch in result["evolution"]["converged_epoch"].items():
+            metrics[f"converged_epoch_{layer}"] = epoch
+        metrics["lower_layers_converge_first"] = int(result["evolution"]["lower_layers_first"])
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def main(cfg: Config) -> None:
+    import mlflow
+
+    from zfnet import tracking
+    from zfnet.train.loop import resolve_device
+    from zfnet.viz.command import visualize
+
+    v = cfg.viz
+    with tracking.stage_run(cfg, "visualize"):
+        result = visualize(
+            MODELS / "model.pt",
+            PREPARED,
+            v.out,
+            milestones=sorted((MODELS / "milestones").glob("epoch-*.pt")),
+            compare=dict(v.compare),
+            split=v.split,
+            evolution_split=v.evolution_split,
+            maps=v.maps,
+            evolution_maps=v.evolution_maps,
+            stable=v.stable,
+            dead_ratio=v.dead_ratio,
+            max_images=v.max_images or None,
+            batch_size=v.batch_size,
+            max_batch=v.max_batch,
+            device=resolve_device(v.device),
+        )
+        metrics = metrics_of(result)
+        write_json(METRICS / "visualize.json", metrics)
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(Path(v.out)), "visualize")
+
+
+if __name__ == "__main__":
+    run_stage("visualize", main)

@@ -1,0 +1,125 @@
+"""``zfnet visualize``: the paper's feature figures for a trained checkpoint (Figs. 2, 4, 6).
+
+:func:`visualize` is what both the CLI and the DVC stage (:mod:`zfnet.stages.visualize`) call:
+top-9 projections and patches per layer (Fig. 2), the layer-1 filters with their dead-filter and
+frequency numbers (Fig. 6; also for any checkpoints to compare, e.g. the Krizhevsky 11x11/4
+replica), and, given milestone checkpoints, the feature evolution (Fig. 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+
+def visualize(
+    checkpoint: str | Path,
+    prepared: str | Path,
+    out: str | Path,
+    milestones: Sequence[str | Path] = (),
+    compare: Mapping[str, str | Path] | None = None,
+    split: str = "val",
+    evolution_split: str = "train",
+    maps: int = 16,
+    evolution_maps: int = 4,
+    stable: int = 7,
+    dead_ratio: float = 0.1,
+    max_images: int | None = None,
+    batch_size: int = 128,
+    max_batch: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Write the figures into ``out`` and return their paths and numbers.
+
+    Args:
+        checkpoint: the trained model (``models/model.pt``).
+        prepared: the prepared shards folder (``data/prepared``); mean and input scale come from the checkpoint.
+        out: output folder: ``top9_<layer>.png``, ``filters_conv1.png``, ``filters_<label>.png``, ``evolution.png``.
+        milestones: milestone checkpoints, epochs ascending (empty: no Fig. 4).
+        compare: ``{label: checkpoint}`` whose layer-1 filters are drawn too (Fig. 6).
+        split: split scanned for the top-9 (the paper uses the validation set).
+        evolution_split: split scanned at every milestone (the paper uses the training set).
+        maps: feature maps shown per layer in Fig. 2; evolution_maps: in Fig. 4.
+        stable: top-9 images shared with the last milestone that count as converged.
+        dead_ratio: a filter is dead below this fraction of its layer's median RMS.
+        max_images: images used per split (None: all).
+        batch_size: images per forward of the passes; max_batch: deconvnet chunk size.
+        device: where the models run.
+
+    Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None}``.
+    """
+    from zfnet.data.shards import ShardDataset
+    from zfnet.train.checkpoint import load_model
+    from zfnet.viz.evolution import evolution
+    from zfnet.viz.filters import filters
+    from zfnet.viz.top9 import ShardImages, top9, top9_figures
+
+    out, prepared = Path(out), Path(prepared)
+    model, ckpt = load_model(checkpoint, map_location=device)
+
+    def images(name: str) -> ShardImages:
+        return ShardImages(ShardDataset(prepared / name), ckpt["mean"], ckpt.get("input_scale", 1.0),
+                           ckpt["input_size"], batch_size, max_images, device)
+
+    data = images(split)
+    tops = top9(model, data)
+    figures = top9_figures(model, tops, data.fetch, out, maps, data.pixels, max_batch)
+    stats = {"conv1": filters(model, out / "filters_conv1.png", dead_ratio)}
+    for label, path in (compare or {}).items():
+        stats[label] = filters(load_model(path)[0], out / f"filters_{label}.png", dead_ratio,
+                               title=f"{label}: conv1 filters")
+    evolved = None
+    if milestones:
+        train = images(evolution_split)
+        evolved = evolution(milestones, train, train.fetch, out / "evolution.png", evolution_maps, stable,
+                            device, max_batch)
+    return {"top9": {k: str(v) for k, v in figures.items()}, "filters": stats, "evolution": evolved}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zfnet.train.loop import resolve_device
+
+    milestones = sorted(Path(args.milestones).glob("epoch-*.pt")) if args.milestones else []
+    compare = dict(item.split("=", 1) for item in args.compare)
+    result = visualize(
+        args.checkpoint, args.prepared, args.out, milestones, compare, args.split, args.evolution_split,
+        args.maps, args.evolution_maps, args.stable, args.dead_ratio, args.max_images, args.batch_size,
+        args.max_batch, resolve_device(args.device),
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "visualize",
+        help="deconvnet figures of a checkpoint: top-9 (Fig. 2), evolution (Fig. 4), filters (Fig. 6)",
+        description="Project the 9 strongest activations of each feature map of conv1..conv5 to pixel "
+        "space with the deconvnet, next to their receptive-field patches (Fig. 2); draw the layer-1 "
+        "filters with dead-filter and frequency numbers (Fig. 6); with --milestones, show how the "
+        "strongest activations evolve over training and when each layer converges (Fig. 4). "
+        "Prints the figure paths and numbers as JSON.",
+    )
+    p.add_argument("--checkpoint", default="models/model.pt", help="trained checkpoint (default: models/model.pt)")
+    p.add_argument("--prepared", default="data/prepared", help="prepared shards folder (default: data/prepared)")
+    p.add_argument("--out", default="figures/visualize", help="output folder (default: figures/visualize)")
+    p.add_argument("--milestones", metavar="DIR", help="folder of epoch-NNN.pt milestone checkpoints (Fig. 4)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="LABEL=CKPT",
+                   help="more checkpoints whose layer-1 filters to draw, e.g. krizhevsky=models/ablate/krizhevsky/model.pt")
+    p.add_argument("--split", default="val", help="split scanned for the top-9 (default: val)")
+    p.add_argument("--evolution-split", default="train", help="split scanned at each milestone (default: train)")
+    p.add_argument("--maps", type=int, default=16, help="feature maps shown per layer in Fig. 2 (default: 16)")
+    p.add_argument("--evolution-maps", type=int, default=4, help="feature maps per layer in Fig. 4 (default: 4)")
+    p.add_argument("--stable", type=int, default=7,
+                   help="top-9 images shared with the last milestone that count as converged (default: 7)")
+    p.add_argument("--dead-ratio", type=float, default=0.1,
+                   help="a filter is dead below this fraction of the layer's median RMS (default: 0.1)")
+    p.add_argument("--max-images", type=int, default=None, help="images used per split (default: all)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward (default: 128)")
+    p.add_argument("--max-batch", type=int, default=256, help="deconvnet reconstructions at once (default: 256)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    p.set_defaults(func=_run)

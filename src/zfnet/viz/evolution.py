@@ -1,0 +1,119 @@
+"""Fig. 4: how features evolve during training, and when each layer settles.
+
+For each milestone checkpoint (epochs 1, 2, 5, 10, 20, 30, 40, 64 in the paper), one :func:`top9`
+pass over the same images records every map's 9 strongest activations. The figure shows, for a
+few maps of each layer, the projection of the strongest activation at each milestone (rows: maps
+grouped by layer; columns: epochs); the maps are the strongest at the last milestone.
+
+Convergence: a map's top-9 at a milestone *matches* the final one when at least ``stable`` (7) of
+its 9 image indices are among the last milestone's top-9. A layer's overlap at a milestone is the
+mean over its live maps (top activation > 0 at the last milestone; dead maps have no defined
+top-9), and the layer converged at the first milestone from which on its mean overlap is at least
+``stable``. The paper's finding is that lower layers converge first (a few epochs) and upper
+layers only after 40-50 epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from zfnet.train.checkpoint import load_model
+from zfnet.viz.grids import normalize_signed, resize, save_figure, tile
+from zfnet.viz.receptive import crop, receptive_field
+from zfnet.viz.top9 import Batches, Fetch, TopActivations, project_top, top9
+
+
+def overlap(top: TopActivations, final: TopActivations) -> torch.Tensor:
+    """``(C,)`` number of each map's top image indices that are also in ``final``'s top for that map."""
+    return (top.images[:, :, None] == final.images[:, None, :]).any(2).sum(1)
+
+
+def converged_epoch(epochs: Sequence[int], overlaps: Sequence[float], stable: float) -> int:
+    """The first epoch from which every later overlap (its own included) is at least ``stable``."""
+    converged = epochs[-1]
+    for epoch, value in zip(reversed(epochs), reversed(overlaps)):
+        if value < stable:
+            break
+        converged = epoch
+    return converged
+
+
+def evolution(
+    checkpoints: Sequence[str | Path],
+    batches: Batches,
+    fetch: Fetch,
+    out: str | Path,
+    maps: int = 4,
+    stable: int = 7,
+    device: str | torch.device = "cpu",
+    max_batch: int = 256,
+    tile_size: int = 48,
+) -> dict:
+    """Write the Fig. 4 grid to ``out`` (PNG) and return when each layer's top-9 stops changing.
+
+    Args:
+        checkpoints: milestone checkpoint paths, epochs ascending (the last is the reference).
+        batches: re-iterable ``(images (B, 3, H, W), indices (B,))`` batches; iterated once per checkpoint.
+        fetch: dataset indices ``(M,)`` -> preprocessed images ``(M, 3, H, W)``.
+        out: PNG path.
+        maps: feature maps shown per layer.
+        stable: top-9 images shared with the last milestone that count as "stopped changing".
+        device: where the models run.
+        max_batch: deconvnet chunk size.
+        tile_size: display side of each projection (cropped to the unit's receptive field, then resized).
+
+    Returns ``{"figure": path, "epochs": [e, ...], "overlap": {layer: [mean overlap per epoch]},
+    "converged_epoch": {layer: e}, "lower_layers_first": bool}``; ``lower_layers_first`` is true
+    when the converged epochs never decrease from ``conv1`` upwards.
+    """
+    if not checkpoints:
+        raise ValueError("evolution needs at least one checkpoint")
+    paths = list(checkpoints)
+    final_model, final_ckpt = load_model(paths[-1], map_location=device)
+    final = top9(final_model, batches)
+    layers = list(final)
+    chosen = {layer: final[layer].strongest_maps(maps) for layer in layers}
+    epochs, tiles, overlaps = [], {layer: [] for layer in layers}, {layer: [] for layer in layers}
+    for path in paths:  # one model in memory besides the final one
+        model, ckpt = (final_model, final_ckpt) if path == paths[-1] else load_model(path, map_location=device)
+        tops = final if model is final_model else top9(model, batches)
+        if epochs and int(ckpt["epoch"]) <= epochs[-1]:
+            raise ValueError(f"checkpoints must be in ascending epoch order: {path} (epoch {ckpt['epoch']}) after epoch {epochs[-1]}")
+        epochs.append(int(ckpt["epoch"]))
+        for layer in layers:
+            live = final[layer].values[:, 0] > 0
+            shared = overlap(tops[layer], final[layer])[live].float()
+            overlaps[layer].append(float(shared.mean()) if live.any() else float(final[layer].values.shape[1]))
+            first = _strongest(tops[layer])
+            recon, _ = project_top(model, layer, first, chosen[layer], fetch, max_batch)
+            ys, xs = first.ys[chosen[layer]].flatten(), first.xs[chosen[layer]].flatten()
+            field = receptive_field(model, layer)
+            tiles[layer].append(resize(normalize_signed(crop(recon[:, 0], field, ys, xs)), tile_size))
+    rows = torch.cat([torch.stack(tiles[layer], 1) for layer in layers])  # (maps per layer x layers, epochs, 3, s, s)
+    row_labels = [f"{layer} #{c}" for layer in layers for c in chosen[layer].tolist()]
+    grid = tile(rows.flatten(0, 1), len(epochs), pad=2)
+    step = tile_size + 2
+    path = save_figure(
+        grid,
+        out,
+        "Feature evolution: strongest activation of each map, projected, per training epoch",
+        row_labels=[(2 + i * step + tile_size / 2, label) for i, label in enumerate(row_labels)],
+        col_labels=[(2 + j * step + tile_size / 2, f"epoch {e}") for j, e in enumerate(epochs)],
+    )
+    converged = {layer: converged_epoch(epochs, overlaps[layer], stable) for layer in layers}
+    order = [converged[layer] for layer in layers]
+    return {
+        "figure": str(path),
+        "epochs": epochs,
+        "overlap": overlaps,
+        "converged_epoch": converged,
+        "lower_layers_first": all(a <= b for a, b in zip(order, order[1:])),
+    }
+
+
+def _strongest(top: TopActivations) -> TopActivations:
+    """Only the strongest of each map's recorded activations (``k = 1``)."""
+    return TopActivations(top.values[:, :1], top.images[:, :1], top.ys[:, :1], top.xs[:, :1])

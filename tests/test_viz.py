@@ -1,0 +1,191 @@
+"""Receptive fields, the top-9 pass and the figures (Figs. 2, 4, 6), on small real models and images."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from zfnet.config import ModelConfig
+from zfnet.data.synthetic import CLASS_NAMES, render_image
+from zfnet.models import build, krizhevsky, zfnet
+from zfnet.train.checkpoint import FORMAT, atomic_save
+from zfnet.viz.deconvnet import forward_to
+from zfnet.viz.evolution import converged_epoch, evolution
+from zfnet.viz.filters import band_shares, filter_stats, filters
+from zfnet.viz.receptive import crop, receptive_field
+from zfnet.viz.top9 import top9, top9_figures
+
+WIDTHS = [6, 8, 8, 8, 6]
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    """40 synthetic 64x64 images (drawn shapes on clutter), mean-subtracted and scaled as in training."""
+    rng = np.random.default_rng(0)
+    pics = [np.asarray(render_image(rng, CLASS_NAMES[i % 4], (64, 64))[0]) for i in range(40)]
+    x = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2).float()
+    return (x - x.mean(0)) / 64
+
+
+def _batches(x: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[i : i + size], torch.arange(i, min(i + size, len(x)))) for i in range(0, len(x), size)]
+
+
+@pytest.mark.parametrize("arch, size", [("zfnet", 64), ("krizhevsky", 67)])
+def test_receptive_field_is_the_gradient_support(arch: str, size: int) -> None:
+    torch.manual_seed(0)
+    make = zfnet if arch == "zfnet" else krizhevsky
+    model = make(3, widths=WIDTHS, fc_sizes=(8, 8), input_size=size).double()
+    x = torch.randn(16, 3, size, size, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in model.features.named_children()]
+    for layer in ("conv1", "conv2", "conv3", "conv5"):
+        below = forward_to(model, x, names[names.index(layer) - 1]) if layer != "conv1" else x
+        act = model.layer(layer).relu(model.layer(layer).conv(below))
+        field = receptive_field(model, layer)
+        last = act.shape[-1] - 1
+        for y, xx in [(0, 0), (last // 2, last), (last, last // 2)]:
+            (grad,) = torch.autograd.grad(act[:, :, y, xx].sum(), x, retain_graph=True)
+            support = grad.abs().sum((0, 1)) > 0  # union over 16 images and all maps
+            rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+            seen = [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1]
+            assert field.boxes([y], [xx], (size, size))[0].tolist() == seen, (arch, layer, y, xx)
+
+
+def test_crop_cuts_the_unclipped_field_with_zeros_outside() -> None:
+    model = zfnet(3, widths=WIDTHS, fc_sizes=(8, 8), input_size=64)
+    field = receptive_field(model, "conv2")  # 27 px, stride 8, offset -3
+    image = torch.arange(2 * 3 * 64 * 64, dtype=torch.float32).view(2, 3, 64, 64) + 1
+    patches = crop(image, field, torch.tensor([0, 2]), torch.tensor([1, 5]))
+    assert patches.shape == (2, 3, 27, 27)
+    assert (patches[0, :, :3] == 0).all() and (patches[0, :, 3:, :] > 0).all()  # rows -3..-1 are outside
+    torch.testing.assert_close(patches[1], image[1, :, 13:40, 37:64])
+
+
+def test_top9_streaming_pass_equals_brute_force(images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = zfnet(4, widths=WIDTHS, fc_sizes=(8, 8), input_size=64).eval()
+    streamed = top9(model, _batches(images, 7))
+    assert list(streamed) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    acts = {}
+    hooks = [model.layer(l).relu.register_forward_hook(lambda m, i, o, l=l: acts.__setitem__(l, o)) for l in streamed]
+    with torch.no_grad():
+        model.features(images)
+    for h in hooks:
+        h.remove()
+    for layer, top in streamed.items():
+        per_image, _ = acts[layer].flatten(2).max(2)  # (N, C)
+        expected = per_image.T.topk(9, dim=1)
+        torch.testing.assert_close(top.values, expected.values)
+        live = top.values[:, -1] > 0  # all-zero maps tie; their indices are arbitrary
+        assert torch.equal(top.images[live], expected.indices[live])
+        assert all(len(set(row.tolist())) == 9 for row in top.images)  # 9 different images
+        chosen = acts[layer][top.images, torch.arange(len(top.values))[:, None], top.ys, top.xs]
+        torch.testing.assert_close(chosen, top.values)  # (y, x) point at the recorded value
+    one_layer = top9(model, _batches(images, 40), layers=["conv3"], k=3)
+    torch.testing.assert_close(one_layer["conv3"].values, streamed["conv3"].values[:, :3])
+
+
+def test_top9_figures_write_one_png_per_layer(images: torch.Tensor, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build(ModelConfig(widths=WIDTHS, fc_sizes=[8, 8], remove=["conv4"]), 4, 64).eval()
+    tops = top9(model, _batches(images, 16))
+    paths = top9_figures(model, tops, lambda idx: images[idx], tmp_path, maps=4)
+    assert sorted(paths) == ["conv1", "conv2", "conv3", "conv5"]
+    for layer, path in paths.items():
+        with Image.open(path) as png:
+            assert png.size[0] > 200 and png.size[1] > 100
+
+
+def test_filter_stats_bands_and_dead_filters(tmp_path: Path) -> None:
+    k = 7
+    yy, xx = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+    flat = torch.ones(3, k, k)
+    checker = ((yy + xx) % 2 * 2 - 1).float().expand(3, k, k)
+    stripes = torch.cos(2 * torch.pi * xx / 4).float().expand(3, k, k)  # 1/4 cycle/px = r 0.5: mid
+    shares = band_shares(torch.stack([flat, checker, stripes]))
+    assert shares.argmax(1).tolist() == [0, 2, 1]
+    torch.testing.assert_close(shares.sum(1), torch.ones(3))
+    torch.manual_seed(0)
+    weight = torch.randn(10, 3, k, k)
+    weight[:2] *= 0.01
+    stats = filter_stats(weight)
+    assert stats["dead"] == 2 and stats["dead_fraction"] == pytest.approx(0.2)
+    assert sum(stats["band_energy"].values()) == pytest.approx(1.0)
+    model = krizhevsky(4, widths=WIDTHS, fc_sizes=(8, 8), input_size=67)
+    out = filters(model, tmp_path / "filters.png")
+    assert Path(out["figure"]).is_file() and out["filters"] == WIDTHS[0]
+
+
+def test_converged_epoch_needs_all_later_milestones_stable() -> None:
+    assert converged_epoch([1, 2, 5, 10], [3, 8, 6, 9], stable=7) == 10
+    assert converged_epoch([1, 2, 5, 10], [3, 8, 7, 9], stable=7) == 2
+    assert converged_epoch([1, 2, 5, 10], [9, 9, 9, 9], stable=7) == 1
+
+
+def test_evolution_on_trained_milestones(images: torch.Tensor, tmp_path: Path) -> None:
+    cfg = ModelConfig(widths=WIDTHS, fc_sizes=[16, 16], dropout=0.0)
+    labels = torch.arange(len(images)) % 4
+    torch.manual_seed(0)
+    model = build(cfg, 4, 64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    paths = []
+    for epoch in (1, 2, 3):
+        for x, idx in _batches(images, 8) if epoch < 3 else []:  # epoch 3 = epoch 2: converged by 2
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), labels[idx]).backward()
+            optimizer.step()
+        path = tmp_path / f"epoch-{epoch:03d}.pt"
+        atomic_save({"format": FORMAT, "epoch": epoch, "model": model.state_dict(), "model_config": asdict(cfg),
+                     "num_classes": 4, "input_size": 64, "classes": [], "class_names": [], "mean": None}, path)
+        paths.append(path)
+    result = evolution(paths, _batches(images, 20), lambda idx: images[idx], tmp_path / "evolution.png", maps=2)
+    assert result["epochs"] == [1, 2, 3] and Path(result["figure"]).is_file()
+    assert set(result["converged_epoch"]) == {"conv1", "conv2", "conv3", "conv4", "conv5"}
+    assert all(o[-1] == 9.0 for o in result["overlap"].values())
+    assert all(o[1] == 9.0 for o in result["overlap"].values())
+    assert all(e <= 2 for e in result["converged_epoch"].values())
+    assert isinstance(result["lower_layers_first"], bool)
+    with pytest.raises(ValueError, match="ascending"):
+        evolution(paths[::-1], _batches(images, 20), lambda idx: images[idx], tmp_path / "bad.png")
+
+
+def test_visualize_command_on_prepared_shards(tmp_path: Path) -> None:
+    """``zfnet visualize`` end to end: synthetic ImageNet layout -> shards -> milestones -> all figures."""
+    from zfnet.cli import main
+    from zfnet.config import SyntheticConfig
+    from zfnet.data.preprocess import preprocess
+    from zfnet.data.shards import ShardDataset, load_mean
+    from zfnet.data.synthetic import write_imagenet
+    from zfnet.data.transforms import center_crop, normalize
+
+    write_imagenet(tmp_path / "raw", SyntheticConfig(classes=2, train_per_class=8, val_per_class=6,
+                                                      min_side=72, max_side=80), progress=False)
+    preprocess(tmp_path / "raw", tmp_path / "prepared", size=72, shard_size=8, workers=1, progress=False)
+    mean, train = load_mean(tmp_path / "prepared"), ShardDataset(tmp_path / "prepared" / "train")
+    cfg = ModelConfig(widths=WIDTHS, fc_sizes=[16, 16])
+    torch.manual_seed(0)
+    model = build(cfg, 2, 64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    pixels, labels = train.get_batch(list(range(len(train))))
+    x = normalize(center_crop(pixels, 64), center_crop(mean, 64), 1 / 64)
+    for epoch in (1, 2):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        atomic_save({"format": FORMAT, "epoch": epoch, "model": model.state_dict(), "model_config": asdict(cfg),
+                     "num_classes": 2, "input_size": 64, "input_scale": 1 / 64, "classes": train.classes,
+                     "class_names": train.class_names, "mean": mean}, tmp_path / "milestones" / f"epoch-{epoch:03d}.pt")
+    out = tmp_path / "figures"
+    assert main(["visualize", "--checkpoint", str(tmp_path / "milestones" / "epoch-002.pt"),
+                 "--prepared", str(tmp_path / "prepared"), "--out", str(out), "--milestones",
+                 str(tmp_path / "milestones"), "--maps", "3", "--evolution-maps", "1", "--device", "cpu",
+                 "--compare", f"early={tmp_path / 'milestones' / 'epoch-001.pt'}"]) == 0
+    names = {p.name for p in out.glob("*.png")}
+    assert names == {f"top9_conv{i}.png" for i in range(1, 6)} | {"filters_conv1.png", "filters_early.png",
+                                                                    "evolution.png"}

@@ -85,7 +85,8 @@ def test_box_holds_the_object(shape):
     for i in range(4):
         image, (x0, y0, x1, y1) = render_image(np.random.default_rng([11, i]), shape, (72, 64))
         pixels = np.asarray(image, dtype=np.float32)
-        colour = pixels[(y0 + y1) // 2 - 1 : (y0 + y1) // 2 + 2, (x0 + x1) // 2 - 1 : (x0 + x1) // 2 + 2].mean(axis=(0, 1))
+        cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+        colour = pixels[cy - 1 : cy + 2, cx - 1 : cx + 2].mean(axis=(0, 1))
         close = np.linalg.norm(pixels - colour, axis=2) < 45
         inside = np.zeros_like(close)
         inside[y0:y1, x0:x1] = True

@@ -85,7 +85,9 @@ class TrainConfig:
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
     warmup_epochs: int = 0  # linear warm-up of the learning rate (0 = none, as in the paper)
     milestones: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])
-    eval_crops: int = 10  # 10: 4 corners + centre, with flips (paper) | 1: centre crop
+    # Crops averaged in the reported evaluation (milestones and last epoch): 10 = 4 corners + centre,
+    # with flips (paper) | 1 = centre. Every epoch also evaluates the centre crop (curves, annealing).
+    eval_crops: int = 10
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = False  # bf16 autocast on CUDA

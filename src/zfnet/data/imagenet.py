@@ -43,7 +43,7 @@ class Sample(NamedTuple):
 
 
 def _image_root(root: Path) -> Path:
-    """The folder holding ``train/`` and ``val/``: ``root`` itself or, for the Kaggle download, ``root/ILSVRC/Data/CLS-LOC``."""
+    """The folder holding ``train/`` and ``val/``: ``root``, or ``root/ILSVRC/Data/CLS-LOC`` for the Kaggle download."""
     kaggle = root / KAGGLE_IMAGES
     return kaggle if not (root / "train").is_dir() and kaggle.is_dir() else root
 
@@ -115,20 +115,25 @@ def _files(folder: Path) -> Iterator[os.DirEntry]:
     return (e for e in _entries(folder) if e.is_file())
 
 
-def _iter_folders(split_dir: Path, split: str, classes: list[tuple[str, str]], solution: dict[str, str]) -> Iterator[Sample]:
+def _iter_folders(
+    split_dir: Path, split: str, classes: list[tuple[str, str]], solution: dict[str, str]
+) -> Iterator[Sample]:
+    """The samples of a foldered split (``<split>/<wnid>/*``), folder by folder."""
     index = {wnid: i for i, (wnid, _) in enumerate(classes)}
     for folder in _class_folders(split_dir, split):
         if folder.name not in index:
             raise LayoutError(
-                f"{folder.path}: class folder {folder.name!r} is not a wnid listed in {SYNSET_MAPPING} "
-                f"({len(index)} classes, expected {split}/<wnid>/*.JPEG)"
+                f"{folder.path}: class folder {folder.name!r} is not one of the {len(index)} class wnids "
+                f"(from {SYNSET_MAPPING}, else the train/ folders; expected {split}/<wnid>/*.JPEG)"
             )
         for f in _files(Path(folder.path)):
             stem = f.name.rsplit(".", 1)[0]
             yield Sample(Path(f.path), index[folder.name], _first_box(solution.get(stem), folder.name))
 
 
-def _flat_val_labels(root: Path, val_dir: Path, classes: list[tuple[str, str]], solution: dict[str, str]) -> tuple[dict[str, int], list[str]]:
+def _flat_val_labels(
+    root: Path, val_dir: Path, classes: list[tuple[str, str]], solution: dict[str, str]
+) -> tuple[dict[str, int], list[str]]:
     """Labels of a flat ``val/``: ``({file name or stem: class index}, [label files looked for])``."""
     index = {wnid: i for i, (wnid, _) in enumerate(classes)}
     looked = [str(root / "LOC_val_solution.csv")]
@@ -149,7 +154,8 @@ def _flat_val_labels(root: Path, val_dir: Path, classes: list[tuple[str, str]], 
                 if not parts:
                     continue
                 if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= len(sorted_wnids):
-                    raise LayoutError(f"{txt}:{n}: expected '<filename> <class index 0..{len(sorted_wnids) - 1}>', got {line!r}")
+                    expected = f"'<filename> <class index 0..{len(sorted_wnids) - 1}>'"
+                    raise LayoutError(f"{txt}:{n}: expected {expected}, got {line!r}")
                 labels[parts[0]] = index[sorted_wnids[int(parts[1])]]
             return labels, looked
     return {}, looked

@@ -324,7 +324,9 @@ def write_imagenet(root: str | Path, cfg: SyntheticConfig, progress: bool = True
     order = np.random.default_rng([cfg.seed, 2]).permutation(np.repeat(np.arange(cfg.classes), cfg.val_per_class))
     val_labels = [int(c) for c in order]
     rows = {  # split -> [(image id, class index, seed)]
-        "train": [(f"{w}_{k}", c, [cfg.seed, 0, c, k]) for c, w in enumerate(wnids) for k in range(1, cfg.train_per_class + 1)],
+        "train": [
+            (f"{w}_{k}", c, [cfg.seed, 0, c, k]) for c, w in enumerate(wnids) for k in range(1, cfg.train_per_class + 1)
+        ],
         "val": [(f"ILSVRC2012_val_{i:08d}", c, [cfg.seed, 1, i]) for i, c in enumerate(val_labels, 1)],
     }
 
@@ -342,7 +344,8 @@ def write_imagenet(root: str | Path, cfg: SyntheticConfig, progress: bool = True
             path.mkdir(parents=True)
         with Pool(workers) if workers > 1 else nullcontext() as pool:
             drawn = pool.imap(_render_to, jobs, chunksize=32) if pool else map(_render_to, jobs)
-            boxes = list(tqdm(drawn, total=len(jobs), desc="synthetic imagenet", unit="img", disable=None if progress else True))
+            quiet = None if progress else True  # None: a bar only on a terminal
+            boxes = list(tqdm(drawn, total=len(jobs), desc="synthetic imagenet", unit="img", disable=quiet))
         (tmp / "LOC_synset_mapping.txt").write_text("".join(f"{w} {CLASS_NAMES[i]}\n" for i, w in enumerate(wnids)))
         n_train = len(rows["train"])
         for split, split_boxes in (("train", boxes[:n_train]), ("val", boxes[n_train:])):

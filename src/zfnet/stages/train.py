@@ -53,7 +53,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     df = pd.DataFrame(history)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(df.epoch, df.train_loss, label="train")
-    ax1.plot(df.epoch, df.val_loss, label="val (10-crop)")
+    ax1.plot(df.epoch, df.val_loss, label="val (centre crop)")
     ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax2.plot(df.epoch, df.train_top1_error, label="train top-1")
     ax2.plot(df.epoch, df.val_top1_error, label="val top-1")
@@ -92,9 +92,12 @@ def main(cfg: Config) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_file, {"fingerprint": fingerprint, "run_id": run.info.run_id})
 
+        # A resumed run already holds the epochs logged before the crash: log each epoch once.
+        logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_top1_error")}
+
         def on_epoch(record: dict) -> None:
-            step = record["epoch"]
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=step)
+            if record["epoch"] not in logged:
+                mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
         result = fit(
             cfg,
@@ -111,13 +114,16 @@ def main(cfg: Config) -> None:
         pd.DataFrame(history).to_csv(PLOTS / "train.csv", index=False)
         plot_curves(history, PLOTS / "train_curves.png")
         chance = 100.0 * (1 - 1 / train_set.num_classes)
+        crops = f"_{cfg.train.eval_crops}crop" if cfg.train.eval_crops > 1 else ""
         metrics = {
             "epochs": final["epoch"],
+            "eval_crops": cfg.train.eval_crops,
             "train_top1_error": round(final["train_top1_error"], 3),
-            "val_top1_error": round(final["val_top1_error"], 3),
-            "val_top5_error": round(final["val_top5_error"], 3),
-            "val_loss": round(final["val_loss"], 5),
-            "best_val_top1_error": round(min(r["val_top1_error"] for r in history), 3),
+            "val_top1_error": round(final[f"val_top1_error{crops}"], 3),
+            "val_top5_error": round(final[f"val_top5_error{crops}"], 3),
+            "val_loss": round(final[f"val_loss{crops}"], 5),
+            "val_top1_error_center_crop": round(final["val_top1_error"], 3),
+            "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history), 3),
             "chance_top1_error": round(chance, 3),
             "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
         }

@@ -1,8 +1,8 @@
 """The training loop of PAPER.md Sec. 3, read top to bottom.
 
 SGD with momentum on random crops + flips, dropout in fc6/fc7, filter RMS renormalisation
-after every step, learning rate annealed when the validation error plateaus, 10-crop
-evaluation each epoch, milestone checkpoints and an atomic resume state written every epoch so a
+after every step, learning rate annealed when the (centre-crop) validation error plateaus,
+the paper's 10-crop evaluation at every milestone and the last epoch, milestone checkpoints and an atomic resume state written every epoch so a
 ``kill -9`` costs at most one epoch.
 """
 
@@ -106,16 +106,19 @@ def prefetch(it: Iterator, depth: int = 2) -> Iterator:
 
 
 @torch.no_grad()
-def evaluate(model: ConvNet, dataset, mean: torch.Tensor, cfg: Config, device: torch.device) -> dict:
-    """Validation loss and top-1/top-5 error (%) averaging softmax over ``train.eval_crops`` crops."""
+def evaluate(model: ConvNet, dataset, mean: torch.Tensor, cfg: Config, device: torch.device, crops: int = 1) -> dict:
+    """Validation loss and top-1/top-5 error (%), averaging the softmax over ``crops`` crops.
+
+    ``crops=10`` is the paper's protocol (4 corners + centre, with flips); ``crops=1`` the centre crop.
+    """
     t = cfg.train
     model.eval()
     loss_sum, err1, err5, n = 0.0, 0.0, 0.0, 0
     order = list(range(len(dataset)))
     for images, labels in prefetch(_batches(dataset, order, t.batch_size)):
-        crops = ten_crops(images, t.crop) if t.eval_crops == 10 else center_crop(images, t.crop)[None]
-        k, b = crops.shape[:2]
-        x = normalize(crops.flatten(0, 1), center_crop(mean, t.crop), t.input_scale).to(device)
+        views = ten_crops(images, t.crop) if crops == 10 else center_crop(images, t.crop)[None]
+        k, b = views.shape[:2]
+        x = normalize(views.flatten(0, 1), center_crop(mean, t.crop), t.input_scale).to(device)
         x = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
             logits = model(x).float()
@@ -269,7 +272,7 @@ def fit(
             optimizer.step()
             if t.renormalize:
                 renormalize_filters(model, t.renorm_radius)
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             err1 += topk_errors(logits.detach().float(), y, (1,))[0]
             n += len(y)
         train_seconds = time.perf_counter() - t0
@@ -279,9 +282,11 @@ def fit(
             "train_loss": loss_sum / n,
             "train_top1_error": 100 * err1 / n,
             **evaluate(model, val_set, mean, cfg, device),
-            "train_seconds": train_seconds,
-            "epoch_seconds": time.perf_counter() - t0,
         }
+        if t.eval_crops > 1 and (epoch in t.milestones or epoch == t.epochs):
+            multi = evaluate(model, val_set, mean, cfg, device, crops=t.eval_crops)
+            record.update({f"{k}_{t.eval_crops}crop": v for k, v in multi.items()})
+        record.update(train_seconds=train_seconds, epoch_seconds=time.perf_counter() - t0)
         if epoch > t.warmup_epochs:
             plateau.step(record["val_top1_error"])
             plateau_lr = optimizer.param_groups[0]["lr"]

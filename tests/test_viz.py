@@ -189,3 +189,16 @@ def test_visualize_command_on_prepared_shards(tmp_path: Path) -> None:
     names = {p.name for p in out.glob("*.png")}
     assert names == {f"top9_conv{i}.png" for i in range(1, 6)} | {"filters_conv1.png", "filters_early.png",
                                                                     "evolution.png"}
+    # the same on a folder of the user's own image files (one unreadable file among them)
+    own = tmp_path / "own"
+    own.mkdir()
+    for i, src in enumerate(sorted((tmp_path / "raw" / "val").rglob("*.JPEG"))[:5]):
+        (own / f"photo{i}.jpg").write_bytes(src.read_bytes())
+    (own / "readme.txt").write_text("not an image")
+    folder_out = tmp_path / "own_figures"
+    assert main(["visualize", "--checkpoint", str(tmp_path / "milestones" / "epoch-002.pt"), "--images", str(own),
+                 "--out", str(folder_out), "--maps", "2", "--device", "cpu"]) == 0
+    assert {p.name for p in folder_out.glob("*.png")} == {f"top9_conv{i}.png" for i in range(1, 6)} | {
+        "filters_conv1.png"}
+    assert main(["visualize", "--images", str(tmp_path / "missing"), "--checkpoint",
+                 str(tmp_path / "milestones" / "epoch-002.pt")]) == 2

@@ -32,6 +32,7 @@ def visualize(
     batch_size: int = 128,
     max_batch: int = 256,
     device: str | torch.device = "cpu",
+    images_dir: str | Path | None = None,
 ) -> dict:
     """Write the figures into ``out`` and return their paths and numbers.
 
@@ -49,9 +50,12 @@ def visualize(
         max_images: images used per split (None: all).
         batch_size: images per forward of the passes; max_batch: deconvnet chunk size.
         device: where the models run.
+        images_dir: scan this folder of image files (any layout; preprocessed like the pipeline)
+            instead of the prepared splits.
 
     Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None}``.
     """
+    from zfnet.data.folder import ImageFiles
     from zfnet.data.shards import ShardDataset
     from zfnet.train.checkpoint import load_model
     from zfnet.viz.evolution import evolution
@@ -61,8 +65,11 @@ def visualize(
     out, prepared = Path(out), Path(prepared)
     model, ckpt = load_model(checkpoint, map_location=device)
 
+    folder = ImageFiles(images_dir, ckpt["mean"].shape[-1]) if images_dir is not None else None
+
     def images(name: str) -> ShardImages:
-        return ShardImages(ShardDataset(prepared / name), ckpt["mean"], ckpt.get("input_scale", 1.0),
+        dataset = folder if folder is not None else ShardDataset(prepared / name)
+        return ShardImages(dataset, ckpt["mean"], ckpt.get("input_scale", 1.0),
                            ckpt["input_size"], batch_size, max_images, device)
 
     data = images(split)
@@ -88,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     result = visualize(
         args.checkpoint, args.prepared, args.out, milestones, compare, args.split, args.evolution_split,
         args.maps, args.evolution_maps, args.stable, args.dead_ratio, args.max_images, args.batch_size,
-        args.max_batch, resolve_device(args.device),
+        args.max_batch, resolve_device(args.device), args.images,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -106,6 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", default="models/model.pt", help="trained checkpoint (default: models/model.pt)")
     p.add_argument("--prepared", default="data/prepared", help="prepared shards folder (default: data/prepared)")
+    p.add_argument("--images", metavar="DIR", help="a folder of your own image files (any layout) to scan "
+                   "instead of the prepared splits; they are resized and cropped like the pipeline's")
     p.add_argument("--out", default="figures/visualize", help="output folder (default: figures/visualize)")
     p.add_argument("--milestones", metavar="DIR", help="folder of epoch-NNN.pt milestone checkpoints (Fig. 4)")
     p.add_argument("--compare", nargs="*", default=[], metavar="LABEL=CKPT",

@@ -1,0 +1,60 @@
+"""Any folder of image files as a small in-memory dataset, preprocessed like the pipeline.
+
+For the ``zfnet`` commands that run on a user's own images: every file under the folder is
+decoded (:func:`zfnet.data.images.load_rgb`), its smallest side resized to ``size`` and the centre
+``size x size`` crop kept, exactly as the preprocess stage does. Unreadable files are skipped and
+listed with their reason in :attr:`ImageFiles.skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from zfnet.data.images import BadImage, load_rgb, resize_center_crop
+
+log = logging.getLogger(__name__)
+
+
+class ImageFiles:
+    """Images of ``root`` (a file or a folder, searched recursively) as ``uint8 (N, 3, size, size)``.
+
+    Has the :class:`~zfnet.data.shards.ShardDataset` access methods the viz passes use:
+    ``len()``, ``get_batch(indices) -> (uint8 (B, 3, S, S), int64 (B,) zeros)`` and ``paths()``.
+    """
+
+    def __init__(self, root: str | Path, size: int):
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such file or folder")
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        crops, self._paths, self.skipped = [], [], []
+        for path in files:
+            try:
+                crop, _ = resize_center_crop(load_rgb(path), size)
+            except BadImage as exc:
+                self.skipped.append((str(path), exc.reason))
+                log.warning("skipping %s: %s", path, exc.reason)
+                continue
+            crops.append(np.ascontiguousarray(crop.transpose(2, 0, 1)))
+            self._paths.append(str(path))
+        if not crops:
+            raise FileNotFoundError(f"{root}: no readable image found ({len(self.skipped)} unreadable files)")
+        self.images = torch.from_numpy(np.stack(crops))
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return self.images[idx], torch.zeros(len(idx), dtype=torch.long)
+
+    def paths(self) -> list[str]:
+        return list(self._paths)

@@ -75,6 +75,9 @@ def test_dvc_repro_end_to_end(project):
     parents = [r for r in runs if r.data.tags.get("zfnet.role") == "pipeline"]
     train = [r for r in runs if r.data.tags.get("stage") == "train"]
     assert len(parents) == 1 and len(train) == 1
+    children = [r for r in runs if r.data.tags.get("stage")]
+    assert {r.data.tags["stage"] for r in children} >= {"data", "preprocess", "train", "visualize"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     run_ = train[0]
     assert run_.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert run_.data.tags["git_commit"] not in ("", "unknown")

@@ -10,6 +10,9 @@ import logging
 import shutil
 from dataclasses import asdict
 
+import mlflow
+
+from zfnet import tracking
 from zfnet.config import Config
 from zfnet.data import imagenet, synthetic
 from zfnet.stages.common import DATASET_JSON, RAW, run_stage, write_json
@@ -35,6 +38,9 @@ def main(cfg: Config) -> None:
         {"source": cfg.data.source, "root": root_str, "classes": len(classes), "counts": counts, **extra},
     )
     log.info("dataset at %s: %d classes, %s", root_str, len(classes), counts)
+    with tracking.stage_run(cfg, "data"):
+        mlflow.log_metrics({"classes": len(classes), **{f"{split}_images": n for split, n in counts.items()}})
+        mlflow.log_artifact(str(DATASET_JSON))
 
 
 if __name__ == "__main__":

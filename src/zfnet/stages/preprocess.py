@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import logging
 
+import mlflow
+
+from zfnet import tracking
 from zfnet.config import Config
 from zfnet.data.preprocess import preprocess
 from zfnet.stages.common import DATASET_JSON, METRICS, PREPARED, run_stage, write_json
@@ -25,6 +28,10 @@ def main(cfg: Config) -> None:
     }
     write_json(METRICS / "preprocess.json", summary)
     log.info("preprocessed: %s", summary)
+    with tracking.stage_run(cfg, "preprocess"):
+        mlflow.log_metrics({f"{split}_{k}": v for split, counts in summary.items() for k, v in counts.items()})
+        for split in manifests:
+            mlflow.log_artifact(str(PREPARED / split / "skipped.csv"), f"skipped/{split}")
 
 
 if __name__ == "__main__":

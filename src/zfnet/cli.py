@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("zfnet.cli_config", "zfnet.viz.command")
+SUBCOMMAND_MODULES = ("zfnet.cli_config", "zfnet.viz.command", "zfnet.retrain_command", "zfnet.viz.analysis_command", "zfnet.runs_command",
+                      "zfnet.experiments.ablation_command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 class SyntheticConfig:
     """The procedural dataset written in the ImageNet layout (classes of drawn objects on clutter)."""
 
-    classes: int = 10
+    classes: int = 11  # the first N of zfnet.data.synthetic.CLASS_NAMES (11: the 10 shapes and face)
     train_per_class: int = 300
     val_per_class: int = 50
     min_side: int = 80  # raw images are W x H with both sides in [min_side, max_side]
@@ -115,6 +115,132 @@ class VizConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """Scheduled retraining (``zfnet retrain``): register the new model as ``challenger``, promote it to ``champion`` if better."""
+
+    model_name: str = "zfnet"  # registered model in the MLflow Model Registry
+    target: str = "train"  # DVC stage reproduced (with its upstream stages) by `dvc exp run`
+    margin: float = 0.5  # promote only if the held-out top-1 error drops by MORE than this (percentage points)
+    eval_crops: int = 10  # crops averaged when challenger and champion are evaluated: 10 (paper) | 1 (centre)
+
+
+@dataclass
+class TransferSyntheticConfig:
+    """The drawn transfer datasets (Caltech-101/256 and VOC 2012 layouts), classes distinct from pretraining."""
+
+    caltech101_classes: int = 12
+    caltech256_classes: int = 16
+    caltech101_images: List[int] = field(default_factory=lambda: [50, 80])  # images per class: [min, max]
+    caltech256_images: List[int] = field(default_factory=lambda: [80, 95])
+    background_images: int = 20  # BACKGROUND_Google / clutter images (excluded from the experiments)
+    voc_images: int = 400  # VOC scenes, half train, half val
+    grayscale: float = 0.1  # fraction of Caltech images written as grayscale JPEGs
+    min_side: int = 72  # image (Caltech) or grid cell (VOC) sides in [min_side, max_side]
+    max_side: int = 96
+    seed: int = 1
+
+
+@dataclass
+class ProbeConfig:
+    """Per-layer linear probes (PAPER.md Table 7)."""
+
+    layers: List[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "conv4", "conv5", "fc7"])
+    caltech101_train: int = 30  # training images per class
+    caltech256_train: int = 60
+
+
+@dataclass
+class TransferConfig:
+    """Transfer of the trained layers 1-7 to Caltech-101/256 and VOC 2012 (PAPER.md Tables 4-7, Fig. 9)."""
+
+    source: str = "synthetic"  # synthetic: draw the three datasets | real: read them at the paths below
+    caltech101: str = ""  # real: a folder holding 101_ObjectCategories (at any depth <= 3) or an archive of it
+    caltech256: str = ""  # real: ... 256_ObjectCategories ...
+    voc2012: str = ""  # real: ... VOCdevkit/VOC2012 (or VOC2012) ...
+    synthetic: TransferSyntheticConfig = field(default_factory=TransferSyntheticConfig)
+    caltech101_train: List[int] = field(default_factory=lambda: [15, 30])  # training images per class
+    caltech256_train: List[int] = field(default_factory=lambda: [15, 30, 45, 60])
+    test_per_class: int = 50  # test images per class: up to this many of the rest
+    splits: int = 5  # random train/test splits
+    l2: float = 1e-3  # L2 penalty of the new softmax (on standardised features)
+    max_iter: int = 100  # L-BFGS iterations of the new softmax
+    scratch_splits: int = 1  # splits on which the same net is also trained from scratch (the costly part)
+    scratch_steps: int = 300  # SGD steps of each training from scratch, whatever the training-set size
+    scratch_batch_size: int = 32
+    batch_size: int = 256  # images per forward pass when extracting features
+    workers: int = 2  # processes drawing the synthetic data
+    device: str = "auto"
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    out: str = "figures/transfer"
+
+
+@dataclass
+class AblationConfig:
+    """Tables 2, 3 and Fig. 6: the named variants (``zfnet.experiments.variants``), each retrained
+    from scratch (``ablate@<variant>`` stages) with the same budget, the baseline ``zfnet`` included."""
+
+    variants: List[str] = field(default_factory=lambda: [
+        "zfnet", "no_fc7", "no_fc6_fc7", "no_conv3_conv4", "no_conv3_conv4_fc6_fc7", "fc_narrow", "fc_wide",
+        "conv_wide", "conv_wide_fc_wide", "krizhevsky", "no_renorm"])
+    epochs: int = 70  # training epochs per variant (train.epochs in the paper)
+    train_per_class: int = 0  # training images per class (a seeded subset), 0 = all
+    maps: int = 8  # conv2 feature maps shown in the Fig. 6 aliasing view (top-9 per map)
+    max_images: int = 0  # validation images scanned for that view, 0 = all
+
+
+@dataclass
+class ReportConfig:
+    """The HTML report of every figure and table (``report`` stage, ``zfnet.report``)."""
+
+    out: str = "reports"  # index.html + img/
+    mlflow_ui: str = ""  # base URL of an MLflow UI (e.g. http://localhost:5000) to link runs; "" = ids only
+
+
+@dataclass
+class OcclusionConfig:
+    """Occlusion sensitivity (PAPER.md Fig. 7) and the pointing game on the known object boxes."""
+
+    patch: int = 16  # side of the grey square, input pixels
+    stride: int = 8  # step between square positions, input pixels
+    layer: str = "conv5"  # whose strongest feature map gives map (b)
+    images: int = 0  # validation images scored in the pointing game, 0 = all
+    figure_images: int = 6  # images shown in the figure (classes spread over the label range)
+    max_batch: int = 256  # occluded images per forward pass
+
+
+@dataclass
+class InvarianceConfig:
+    """Feature invariance to translation, scale and rotation (PAPER.md Fig. 5)."""
+
+    images: int = 5  # validation images, classes spread over the label range
+    translation: float = 60.0  # largest vertical shift in the paper's pixels at 224 (scaled to the input size)
+    scale: List[float] = field(default_factory=lambda: [0.5, 1.8])  # [smallest, largest] scale ratio
+    steps: int = 13  # amounts per translation and scale curve
+    rotation_step: float = 10.0  # degrees between rotations, 0..360
+
+
+@dataclass
+class CorrespondenceConfig:
+    """Correspondence of face parts across images (PAPER.md Fig. 8, Table 1)."""
+
+    sets: int = 10  # sets of faces; Delta is reported as mean +- std over sets
+    per_set: int = 5  # faces per set (5 in the paper)
+    margin: float = 1.0  # pixels added around each part's box when masking it
+
+
+@dataclass
+class AnalyzeConfig:
+    """The ``analyze`` stage: occlusion, invariance and correspondence of the trained model."""
+
+    occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
+    invariance: InvarianceConfig = field(default_factory=InvarianceConfig)
+    correspondence: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
+    seed: int = 0  # draws the correspondence faces and random masks
+    device: str = "auto"
+    out: str = "figures/analyze"
+
+
+@dataclass
 class TrackingConfig:
     experiment: str = "zfnet"
     uri: Optional[str] = None  # None: sqlite at <repo>/mlflow.db; MLFLOW_TRACKING_URI wins over both
@@ -131,6 +257,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     viz: VizConfig = field(default_factory=VizConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
 
 
 def _fail(key: str, msg: str) -> None:
@@ -202,7 +333,84 @@ def validate(cfg: Config) -> Config:
         _fail("viz.stable", f"must be in 1..9 (of the top-9), got {v.stable}")
     if not 0.0 < v.dead_ratio < 1.0:
         _fail("viz.dead_ratio", f"must be in (0, 1), got {v.dead_ratio}")
+    r = cfg.retrain
+    for name in ("model_name", "target"):
+        if not getattr(r, name).strip():
+            _fail(f"retrain.{name}", "must not be empty")
+    _check_positive(r, "retrain", "margin", allow_zero=True)
+    _check_choice("retrain.eval_crops", r.eval_crops, (1, 10))
+    _validate_transfer(cfg.transfer)
+    from zfnet.experiments.variants import VARIANTS
+
+    a = cfg.ablation
+    for i, name in enumerate(a.variants):
+        _check_choice(f"ablation.variants[{i}]", name, tuple(VARIANTS))
+    if len(set(a.variants)) != len(a.variants):
+        _fail("ablation.variants", f"lists a variant twice: {list(a.variants)}")
+    _check_positive(a, "ablation", "epochs maps")
+    _check_positive(a, "ablation", "train_per_class max_images", allow_zero=True)
+    if not cfg.report.out.strip():
+        _fail("report.out", "must not be empty")
+    if cfg.report.mlflow_ui and not cfg.report.mlflow_ui.startswith(("http://", "https://")):
+        _fail("report.mlflow_ui", f"must be an http(s) URL or empty, got {cfg.report.mlflow_ui!r}")
+    _validate_analyze(cfg.analyze, cfg.train.crop)
     return cfg
+
+
+def _validate_analyze(an: "AnalyzeConfig", crop: int) -> None:
+    o, inv, c = an.occlusion, an.invariance, an.correspondence
+    _check_positive(o, "analyze.occlusion", "patch stride figure_images max_batch")
+    _check_positive(o, "analyze.occlusion", "images", allow_zero=True)
+    if o.patch > crop:
+        _fail("analyze.occlusion.patch", f"must be <= train.crop ({crop}), got {o.patch}")
+    _check_choice("analyze.occlusion.layer", o.layer, ("conv1", "conv2", "conv3", "conv4", "conv5"))
+    _check_positive(inv, "analyze.invariance", "images translation steps rotation_step")
+    if len(inv.scale) != 2 or not 0 < inv.scale[0] < inv.scale[1]:
+        _fail("analyze.invariance.scale", f"must be [smallest, largest] with 0 < smallest < largest, got {list(inv.scale)}")
+    _check_positive(c, "analyze.correspondence", "sets")
+    _check_positive(c, "analyze.correspondence", "margin", allow_zero=True)
+    if c.per_set < 2:
+        _fail("analyze.correspondence.per_set", f"must be >= 2 (Delta compares pairs), got {c.per_set}")
+    _check_choice("analyze.device", an.device, ("auto", "cpu", "cuda"))
+
+
+def _validate_transfer(tr: "TransferConfig") -> None:
+    _check_choice("transfer.source", tr.source, ("synthetic", "real"))
+    if tr.source == "real":
+        for name in ("caltech101", "caltech256", "voc2012"):
+            if not getattr(tr, name).strip():
+                _fail(f"transfer.{name}", "must name a folder or archive when transfer.source is real")
+    syn = tr.synthetic
+    _check_positive(syn, "transfer.synthetic", "caltech101_classes caltech256_classes voc_images min_side")
+    _check_positive(syn, "transfer.synthetic", "background_images", allow_zero=True)
+    for name in ("caltech101_classes", "caltech256_classes"):
+        if getattr(syn, name) < 2:
+            _fail(f"transfer.synthetic.{name}", f"must be >= 2, got {getattr(syn, name)}")
+    if syn.max_side < syn.min_side:
+        _fail("transfer.synthetic.max_side", f"must be >= min_side ({syn.min_side}), got {syn.max_side}")
+    if not 0.0 <= syn.grayscale <= 1.0:
+        _fail("transfer.synthetic.grayscale", f"must be in [0, 1], got {syn.grayscale}")
+    if syn.voc_images < 2:
+        _fail("transfer.synthetic.voc_images", f"must be >= 2 (train and val), got {syn.voc_images}")
+    p = tr.probe
+    for ds in ("caltech101", "caltech256"):
+        lo_hi = list(getattr(syn, f"{ds}_images"))
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            _fail(f"transfer.synthetic.{ds}_images", f"must be [min, max] with 0 < min <= max, got {lo_hi}")
+        counts = list(getattr(tr, f"{ds}_train")) + [getattr(p, f"{ds}_train")]
+        if not counts[:-1] or any(n < 1 for n in counts):
+            _fail(f"transfer.{ds}_train", f"must be a non-empty list of positive counts, got {counts[:-1]}")
+        if tr.source == "synthetic" and max(counts) >= lo_hi[0]:
+            _fail(f"transfer.{ds}_train", f"{max(counts)} training images per class leave no test image: "
+                  f"transfer.synthetic.{ds}_images draws as few as {lo_hi[0]}")
+    _check_positive(tr, "transfer", "test_per_class splits max_iter scratch_steps scratch_batch_size batch_size workers")
+    _check_positive(tr, "transfer", "l2", allow_zero=True)
+    if not 0 <= tr.scratch_splits <= tr.splits:
+        _fail("transfer.scratch_splits", f"must be in 0..transfer.splits ({tr.splits}), got {tr.scratch_splits}")
+    _check_choice("transfer.device", tr.device, ("auto", "cpu", "cuda"))
+    bad = sorted(set(p.layers) - {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"})
+    if bad or not p.layers:
+        _fail("transfer.probe.layers", f"must be a non-empty list of conv1..conv5, fc6, fc7, got {list(p.layers)}")
 
 
 def from_dict(raw: Any, source: str = "params") -> Config:

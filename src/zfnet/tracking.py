@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 PIPELINE_KEY_TAG = "zfnet.pipeline_key"
 
 
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be reached or used."""
+
+
 def project_root(start: str | Path | None = None) -> Path:
     """The project's root folder; from inside ``<root>/.dvc/tmp/exps/<run>/`` it is ``<root>``."""
     path = Path(start or Path.cwd()).resolve()
@@ -82,11 +86,19 @@ def connect(cfg: Config | None = None) -> str:
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
+    # One try with a short timeout: MLflow's default HTTP retries take minutes to give up on a dead server.
+    probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in probe}
+    os.environ.update({k: v for k, v in probe.items() if saved[k] is None})
     try:
         mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # unreachable server, bad credentials, unwritable SQLite file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(f"MLflow tracking store {uri!r} is not usable: {first}") from None
+        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {first}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
     return uri
 
 

@@ -19,6 +19,7 @@ One folder per split, ``<prepared>/<split>/``:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -148,6 +149,14 @@ class ShardDataset(torch.utils.data.Dataset):
         if len(self._images) > MAX_OPEN_SHARDS:
             self._images.popitem(last=False)
         return images
+
+
+def data_id(prepared_dir: str | Path) -> str:
+    """A fingerprint of the prepared data: the hash of both splits' manifests (16 hex digits)."""
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        h.update((Path(prepared_dir) / split / "manifest.json").read_bytes())
+    return h.hexdigest()[:16]
 
 
 def load_mean(prepared_dir: str | Path) -> torch.Tensor:

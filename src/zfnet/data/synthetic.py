@@ -32,7 +32,7 @@ import time
 from contextlib import nullcontext
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -119,6 +119,33 @@ def lightning(rng: np.random.Generator) -> Polygons:
     return [(_poly(-0.15, -1, 0.65, -1, 0.2 + j, -0.2, 0.7, -0.2, -0.45, 1, -0.05 + j, 0.12, -0.5, 0.12), True)]
 
 
+def face(rng: np.random.Generator) -> Polygons:
+    """A frontal face: head, two eyes (holes with a pupil), a nose and a mouth (holes).
+
+    The polygons are in the order of :data:`FACE_PARTS` (``left_eye`` is the eye on the image's
+    left), so the parts can be located after placement (:func:`render_face`).
+    """
+    eye_x, eye_y = rng.uniform(0.28, 0.36), rng.uniform(-0.32, -0.2)
+    eye_rx, eye_ry = rng.uniform(0.15, 0.19), rng.uniform(0.11, 0.15)
+    pupil = rng.uniform(0.4, 0.55)  # pupil radius as a fraction of the eye's
+    nose_y, nose_w = rng.uniform(0.12, 0.2), rng.uniform(0.1, 0.14)
+    mouth_y, mouth_w = rng.uniform(0.48, 0.56), rng.uniform(0.3, 0.4)
+    polygons = [(_circle(0, 0, 1) * (0.8, 1.0), True)]
+    for side in (-1, 1):
+        centre = np.array([side * eye_x, eye_y])
+        polygons += [(centre + _circle(0, 0, 1) * (eye_rx, eye_ry), False),
+                     (centre + _circle(0, 0, 1) * (pupil * eye_ry), True)]
+    polygons.append((_poly(0, nose_y - 0.3, nose_w, nose_y, -nose_w, nose_y), False))
+    x = np.linspace(-mouth_w, mouth_w, 16)
+    bend = 1.0 - (x / mouth_w) ** 2  # a smile: lower edge 0.14 below the corners, upper edge 0.04
+    polygons.append((np.concatenate([np.stack([x, mouth_y + 0.14 * bend], 1),
+                                     np.stack([x[::-1], mouth_y + 0.04 * bend[::-1]], 1)]), False))
+    return polygons
+
+
+FACE_PARTS: dict[str, int] = {"left_eye": 1, "right_eye": 3, "nose": 5}  # part -> index of its polygon in face()
+
+
 def hexagon(rng: np.random.Generator) -> Polygons:
     return [(_regular(6, phase_deg=0.0), True)]
 
@@ -150,7 +177,7 @@ def semicircle(rng: np.random.Generator) -> Polygons:
 
 SHAPES: dict[str, Callable[[np.random.Generator], Polygons]] = {
     f.__name__: f
-    for f in (disc, square, triangle, star, plus, ring, crescent, heart, arrow, lightning,
+    for f in (disc, square, triangle, star, plus, ring, crescent, heart, arrow, lightning, face,
               hexagon, tee, hourglass, frame, ell, semicircle)
 }
 CLASS_NAMES: tuple[str, ...] = tuple(SHAPES)  # class i of a synthetic dataset is CLASS_NAMES[i]
@@ -196,29 +223,48 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return img
 
 
-def _object_mask(rng: np.random.Generator, shape: str, w: int, h: int) -> np.ndarray:
-    """``(h, w)`` float coverage in 0..1 of one randomly placed, scaled, stretched, rotated ``shape``."""
-    polygons = SHAPES[shape](rng)
+class Pose(NamedTuple):
+    """How an object is placed: rotation drawn from ``U(-rotation_deg, rotation_deg)``, larger box side
+    ``U(*fraction)`` of the image's shorter side, position uniform over the central ``shift``
+    fraction of the free range (1: anywhere it fits, 0: centred)."""
+
+    rotation_deg: float = ROTATION_DEG
+    fraction: tuple[float, float] = OBJECT_FRACTION
+    shift: float = 1.0
+
+
+CANONICAL = Pose(rotation_deg=5.0, fraction=(0.6, 0.7), shift=0.25)  # "frontal pose": near-upright, centred, large
+
+
+def _object_mask(
+    rng: np.random.Generator, shape: str | Callable[[np.random.Generator], Polygons], w: int, h: int, pose: Pose = Pose()
+) -> tuple[np.ndarray, Polygons]:
+    """``(h, w)`` float coverage in 0..1 of one randomly placed, scaled, stretched, rotated ``shape``
+    (a key of :data:`SHAPES` or a polygon function like its values), and its polygons in pixel
+    coordinates of the image."""
+    polygons = (SHAPES[shape] if isinstance(shape, str) else shape)(rng)
     filled = np.concatenate([p for p, fill in polygons if fill])
     lo, hi = filled.min(axis=0), filled.max(axis=0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2
     aspect = np.exp(rng.uniform(*np.log(ASPECT)))
     stretch = np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
-    a = np.deg2rad(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
+    a = np.deg2rad(rng.uniform(-pose.rotation_deg, pose.rotation_deg))
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     polygons = [((p - centre) / half * stretch @ rot.T, fill) for p, fill in polygons]
     filled = np.concatenate([p for p, fill in polygons if fill])
     lo, hi = filled.min(axis=0), filled.max(axis=0)
-    scale = rng.uniform(*OBJECT_FRACTION) * min(w, h) / (hi - lo).max()
+    scale = rng.uniform(*pose.fraction) * min(w, h) / (hi - lo).max()
     margin = 3.0  # pixels kept free on every side (room for the outline)
     low, high = margin - lo * scale, np.array([w, h]) - margin - hi * scale
-    offset = rng.uniform(low, np.maximum(high, low))
+    high = np.maximum(high, low)
+    pad = (1.0 - pose.shift) / 2 * (high - low)
+    offset = rng.uniform(low + pad, high - pad)
+    placed = [(p * scale + offset, fill) for p, fill in polygons]
     mask = Image.new("L", (w * SUPERSAMPLE, h * SUPERSAMPLE), 0)
     draw = ImageDraw.Draw(mask)
-    for p, fill in polygons:
-        pts = (p * scale + offset) * SUPERSAMPLE
-        draw.polygon([tuple(q) for q in pts], fill=255 if fill else 0)
-    return np.asarray(mask.resize((w, h), Image.BOX), dtype=np.float32) / 255.0
+    for p, fill in placed:
+        draw.polygon([tuple(q) for q in p * SUPERSAMPLE], fill=255 if fill else 0)
+    return np.asarray(mask.resize((w, h), Image.BOX), dtype=np.float32) / 255.0, placed
 
 
 def _contrasting_colour(rng: np.random.Generator, against: np.ndarray, tries: int = 20) -> np.ndarray:
@@ -227,20 +273,41 @@ def _contrasting_colour(rng: np.random.Generator, against: np.ndarray, tries: in
     return candidates[np.argmax(np.linalg.norm(candidates - against, axis=1))]
 
 
-def render_image(rng: np.random.Generator, shape: str, size: tuple[int, int]) -> tuple[Image.Image, Box]:
+def render_image(rng: np.random.Generator, shape: str | Callable[[np.random.Generator], Polygons], size: tuple[int, int]) -> tuple[Image.Image, Box]:
     """One RGB image of ``shape`` (a key of :data:`SHAPES`) on clutter, and the object's box.
 
     Args:
         rng: the image's own generator (everything random is drawn from it).
-        shape: the object's class.
+        shape: the object's class: a key of :data:`SHAPES`, or a polygon function like its values.
         size: ``(W, H)`` in pixels.
 
     Returns the ``W x H`` RGB image and ``(x_min, y_min, x_max, y_max)`` of the object (module
     docstring: pixel ``i`` spans ``[i, i + 1)``).
     """
+    image, box, _ = _render(rng, shape, size, Pose())
+    return image, box
+
+
+def render_face(rng: np.random.Generator, size: tuple[int, int], pose: Pose = CANONICAL) -> tuple[Image.Image, Box, dict[str, tuple[float, float, float, float]]]:
+    """One image of a :func:`face` in ``pose`` (default: the canonical frontal pose), its box, and its parts.
+
+    Returns the ``W x H`` RGB image, the face's box, and ``{part: (x_min, y_min, x_max, y_max)}``
+    for each part of :data:`FACE_PARTS`: the bounding box of the part's polygon, in continuous
+    pixel coordinates of the image.
+    """
+    image, box, placed = _render(rng, face, size, pose)
+    parts = {}
+    for name, k in FACE_PARTS.items():
+        (x0, y0), (x1, y1) = placed[k][0].min(axis=0), placed[k][0].max(axis=0)
+        parts[name] = (float(x0), float(y0), float(x1), float(y1))
+    return image, box, parts
+
+
+def _render(rng: np.random.Generator, shape: str | Callable[[np.random.Generator], Polygons], size: tuple[int, int], pose: Pose) -> tuple[Image.Image, Box, Polygons]:
+    """:func:`render_image` in ``pose``, also returning the object's polygons in pixel coordinates."""
     w, h = size
     background = np.asarray(_background(rng, w, h), dtype=np.float32)
-    coverage = _object_mask(rng, shape, w, h)
+    coverage, placed = _object_mask(rng, shape, w, h, pose)
     behind = background[coverage > 0.5].mean(axis=0)
     colour = _contrasting_colour(rng, behind)
     gy, gx = rng.uniform(-0.25, 0.25, 2) / max(w, h)  # mild shading across the object
@@ -260,7 +327,7 @@ def render_image(rng: np.random.Generator, shape: str, size: tuple[int, int]) ->
     image = image + rng.normal(0.0, rng.uniform(3.0, 8.0), image.shape)
     ys_in, xs_in = np.nonzero(extent > 0)
     box = (int(xs_in.min()), int(ys_in.min()), int(xs_in.max()) + 1, int(ys_in.max()) + 1)
-    return Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)), box
+    return Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)), box, placed
 
 
 def _render_to(job: tuple[Path, list[int], str, int, int]) -> Box:
@@ -364,3 +431,10 @@ def write_imagenet(root: str | Path, cfg: SyntheticConfig, progress: bool = True
         "val_layout": cfg.val_layout,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def render_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """A ``W x H`` RGB image of clutter only, no object (Caltech's background class, empty scene cells)."""
+    image = np.asarray(_background(rng, *size), dtype=np.float32)
+    image = image + rng.normal(0.0, rng.uniform(3.0, 8.0), image.shape)
+    return Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))

@@ -39,9 +39,10 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input, not a bug: shown as one line, exit status 2."""
     from zfnet.data.imagenet import LayoutError
     from zfnet.data.shards import ShardError
+    from zfnet.tracking import TrackingError
     from zfnet.train.checkpoint import CheckpointError
 
-    return (ConfigError, LayoutError, ShardError, CheckpointError, FileNotFoundError)
+    return (ConfigError, LayoutError, ShardError, CheckpointError, TrackingError, FileNotFoundError)
 
 
 def run_stage(name: str, body: Callable[[Config], None], params: str = "params.yaml") -> None:

@@ -5,6 +5,9 @@ plots ``plots/train.csv`` (one row per epoch). MLflow: a ``train`` child run wit
 metrics (``step=epoch``), the curves, and the final model (``mlflow.pytorch.log_model``).
 Resume state lives in ``.zfnet/state/train`` (not a DVC out): rerunning after a crash continues
 from the last finished epoch, in the same MLflow run.
+
+Data-parallel: ``torchrun --standalone --nproc_per_node=N -m zfnet.stages.train`` (then
+``dvc commit train``); ``train.batch_size`` is the global batch, rank 0 alone writes and logs.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import pandas as pd
 import torch
 
 from zfnet.config import Config
-from zfnet.data.shards import ShardDataset, load_mean
+from zfnet.data.shards import ShardDataset, data_id, load_mean
 from zfnet.stages.common import METRICS, MODELS, PLOTS, PREPARED, STATE, run_stage, write_json
-from zfnet.train.loop import config_fingerprint, fit
+from zfnet.train import distributed
+from zfnet.train.loop import config_fingerprint, fit, resolve_device
 
 log = logging.getLogger("zfnet.stages.train")
 
@@ -33,14 +37,6 @@ def file_md5(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def data_id(prepared: Path) -> str:
-    """A fingerprint of the prepared data: the hash of both manifests."""
-    h = hashlib.sha256()
-    for split in ("train", "val"):
-        h.update((prepared / split / "manifest.json").read_bytes())
-    return h.hexdigest()[:16]
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -68,6 +64,18 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def main(cfg: Config) -> None:
+    """Train (on every ``torchrun`` rank), and on rank 0 write the outs and the MLflow run."""
+    with distributed.process_group(resolve_device(cfg.train.device)):
+        if distributed.is_main():
+            train_and_log(cfg)
+        else:
+            train_set, val_set = ShardDataset(PREPARED / "train"), ShardDataset(PREPARED / "val")
+            fit(cfg, train_set, val_set, load_mean(PREPARED), STATE / "train", MODELS,
+                meta={"data_id": data_id(PREPARED)}, progress=False)
+
+
+def train_and_log(cfg: Config) -> None:
+    """The rank-0 (or only) process: train, write the outs, metrics and plots, log the MLflow run."""
     import mlflow
 
     from zfnet import tracking

@@ -4,6 +4,10 @@ SGD with momentum on random crops + flips, dropout in fc6/fc7, filter RMS renorm
 after every step, learning rate annealed when the (centre-crop) validation error plateaus,
 the paper's 10-crop evaluation at every milestone and the last epoch, milestone checkpoints and an atomic resume state written every epoch so a
 ``kill -9`` costs at most one epoch.
+
+Under ``torchrun`` (:mod:`zfnet.train.distributed`) the same loop runs data-parallel:
+``train.batch_size`` stays the global batch, each rank trains on its slice of it, and only rank 0
+writes files.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tqdm.auto import tqdm
 from zfnet.config import Config
 from zfnet.data.transforms import normalize, random_crops, ten_crops, center_crop
 from zfnet.models import ConvNet, build
+from zfnet.train import distributed
 from zfnet.train.checkpoint import FORMAT, atomic_save
 
 log = logging.getLogger(__name__)
@@ -110,11 +115,13 @@ def evaluate(model: ConvNet, dataset, mean: torch.Tensor, cfg: Config, device: t
     """Validation loss and top-1/top-5 error (%), averaging the softmax over ``crops`` crops.
 
     ``crops=10`` is the paper's protocol (4 corners + centre, with flips); ``crops=1`` the centre crop.
+    Under ``torchrun`` every rank evaluates every ``world_size``-th image and the sums are
+    all-reduced, so all ranks return the same numbers (call it on every rank).
     """
     t = cfg.train
     model.eval()
     loss_sum, err1, err5, n = 0.0, 0.0, 0.0, 0
-    order = list(range(len(dataset)))
+    order = list(range(distributed.rank(), len(dataset), distributed.world_size()))
     for images, labels in prefetch(_batches(dataset, order, t.batch_size)):
         views = ten_crops(images, t.crop) if crops == 10 else center_crop(images, t.crop)[None]
         k, b = views.shape[:2]
@@ -126,6 +133,7 @@ def evaluate(model: ConvNet, dataset, mean: torch.Tensor, cfg: Config, device: t
         loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum"))
         e1, e5 = topk_errors(probs, labels)
         err1, err5, n = err1 + e1, err5 + e5, n + b
+    loss_sum, err1, err5, n = distributed.all_reduce_sums([loss_sum, err1, err5, n], device)
     return {"val_loss": loss_sum / n, "val_top1_error": 100 * err1 / n, "val_top5_error": 100 * err5 / n}
 
 
@@ -139,10 +147,13 @@ def config_fingerprint(cfg: Config, data_id: str) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto | cpu | cuda`` -> a device; under ``torchrun`` CUDA means this process's GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device: cuda was requested but torch sees no CUDA device")
+    if name == "cuda" and distributed.launched():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 
@@ -179,6 +190,13 @@ def fit(
 
     Resume: if ``state_dir/resume.pt`` belongs to the same config fingerprint, training continues
     after its epoch; the result equals an uninterrupted run (per-epoch seeding, restored optimizer).
+
+    Data-parallel (inside :func:`zfnet.train.distributed.process_group` under ``torchrun``, called
+    on every rank): all ranks draw the same epoch permutation and the same crops for each global
+    batch of ``train.batch_size``, and each trains on its contiguous slice; the loss of a slice is
+    its summed cross-entropy x world size / global batch, so DDP's gradient average equals the
+    single-process gradient of the global batch. Dropout masks are seeded per rank. Only rank 0
+    calls ``on_epoch`` and writes ``state_dir``/``out_dir`` (a filesystem all ranks see).
     """
     t = cfg.train
     state_dir, out_dir = Path(state_dir), Path(out_dir)
@@ -197,6 +215,8 @@ def fit(
     model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    parallel = distributed.wrap(model, device)  # DDP under torchrun: averages gradients over ranks
+    world, main = distributed.world_size(), distributed.is_main()
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=t.anneal.factor, patience=t.anneal.patience, min_lr=t.anneal.min_lr
@@ -222,7 +242,7 @@ def fit(
             for stale in state_dir.glob("epoch-*.pt"):
                 stale.unlink()
     for record in history:
-        if on_epoch:
+        if on_epoch and main:
             on_epoch(record)
 
     crop_mean = center_crop(mean, t.crop).to(device)
@@ -239,7 +259,7 @@ def fit(
             **meta,
         }
 
-    epochs = tqdm(range(start, t.epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
+    epochs = tqdm(range(start, t.epochs + 1), desc="train", unit="epoch", disable=None if progress and main else True,
                   initial=start - 1, total=t.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
@@ -247,22 +267,27 @@ def fit(
             group["lr"] = _lr_at(epoch, t.lr, t.warmup_epochs, plateau_lr)
         lr = optimizer.param_groups[0]["lr"]
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
+        torch.manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * distributed.rank())  # dropout
         order = torch.randperm(len(train_set), generator=gen).tolist()
 
         def train_batches():
+            # Every rank reads and crops the whole global batch (one generator, the same draws as
+            # one process) and keeps its slice; for one process the slice is the batch.
             for images, labels in _batches(train_set, order, t.batch_size):
-                yield normalize(random_crops(images, t.crop, gen), crop_mean.cpu(), t.input_scale), labels
+                part = distributed.rank_slice(len(labels))
+                x = normalize(random_crops(images, t.crop, gen)[part], crop_mean.cpu(), t.input_scale)
+                yield x, labels[part], len(labels)
 
-        model.train()
+        parallel.train()
         loss_sum, err1, n = 0.0, 0.0, 0
-        for x, y in prefetch(train_batches()):
+        for x, y, global_batch in prefetch(train_batches()):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                logits = parallel(x)
+                summed = F.cross_entropy(logits.float(), y, reduction="sum")
+            loss = summed * world / global_batch
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch} (loss {loss.item()}); lower train.lr (now {lr})"
@@ -272,9 +297,10 @@ def fit(
             optimizer.step()
             if t.renormalize:
                 renormalize_filters(model, t.renorm_radius)
-            loss_sum += loss.item() * len(y)
+            loss_sum += summed.item()
             err1 += topk_errors(logits.detach().float(), y, (1,))[0]
             n += len(y)
+        loss_sum, err1, n = distributed.all_reduce_sums([loss_sum, err1, n], device)
         train_seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch,
@@ -291,6 +317,8 @@ def fit(
             plateau.step(record["val_top1_error"])
             plateau_lr = optimizer.param_groups[0]["lr"]
         history.append(record)
+        if not main:
+            continue
         if epoch in t.milestones:
             atomic_save(checkpoint(epoch), state_dir / f"epoch-{epoch:03d}.pt")
         atomic_save(
@@ -309,6 +337,9 @@ def fit(
         if on_epoch:
             on_epoch(record)
 
+    distributed.barrier()
+    if not main:
+        return {"history": history, "model": model, "final": history[-1]}
     # Publish the outs: milestones and the final model, copied from the resume area.
     milestones_dir = out_dir / "milestones"
     if milestones_dir.exists():

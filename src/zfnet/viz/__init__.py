@@ -1,5 +1,6 @@
-"""Visualising the trained convnet: the deconvnet and the figures built on it (PAPER.md Figs. 2, 4, 6)."""
+"""Visualising the trained convnet: the deconvnet and the figures built on it (PAPER.md Figs. 2, 4, 6), and occlusion sensitivity (Fig. 7)."""
 
 from zfnet.viz.deconvnet import Deconvnet
+from zfnet.viz.occlusion import occlusion
 
-__all__ = ["Deconvnet"]
+__all__ = ["Deconvnet", "occlusion"]

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+from tqdm.auto import tqdm
 
 from zfnet.data.transforms import center_crop, normalize
 from zfnet.models import ConvNet
@@ -115,10 +116,13 @@ def top9(model: ConvNet, batches: Batches, layers: Sequence[str] | None = None, 
     names = [name for name, _ in model.features.named_children()]
     layers = names if layers is None else list(layers)
     top_layer = max(layers, key=names.index)
-    with TopRecorder(model, layers, k) as recorder:
+    total = len(batches) if isinstance(batches, ShardImages) else None  # images (a progress bar on a terminal)
+    with TopRecorder(model, layers, k) as recorder, tqdm(total=total, desc="top-9 pass", unit="img", disable=None,
+                                                         leave=False) as bar:
         for images, indices in batches:
             recorder.indices = torch.as_tensor(indices, dtype=torch.long)
             forward_to(model, images, top_layer)
+            bar.update(len(indices))
     return recorder.result()
 
 

@@ -1,0 +1,89 @@
+"""Per-layer linear probes (PAPER.md Table 7): how discriminative is each layer's output?
+
+For each of the layers (default conv1..conv5 and fc7) the frozen trained model's block output
+(conv blocks after pooling and contrast normalisation, fc7 after ReLU) of the centre crop is
+flattened, whole, into one feature vector, as the paper trains its classifier on the layer's
+output; a linear softmax (:func:`zfnet.experiments.transfer.fit_softmax`, the same code as the
+transfer rows) is fitted on ``n`` training images per class and scored by mean per-class accuracy
+on up to ``test_per_class`` others, over ``transfer.splits`` random splits (the same splits as the
+transfer experiments). The paper's numbers are its SVM column.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zfnet.data.caltech import Categories
+from zfnet.experiments.transfer import Crops, Setup, class_split, extract_features, fit_softmax, load_crops, mean_class_accuracy
+
+log = logging.getLogger(__name__)
+
+# PAPER.md Table 7 (SVM), mean per-class accuracy in %; Caltech-101 at 30/class, Caltech-256 at 60/class.
+PAPER = {
+    "caltech101": {"conv1": 44.8, "conv2": 66.2, "conv3": 72.3, "conv4": 76.6, "conv5": 86.2, "fc7": 85.5},
+    "caltech256": {"conv1": 24.6, "conv2": 39.6, "conv3": 46.0, "conv4": 51.3, "conv5": 65.6, "fc7": 71.7},
+}
+
+
+def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], crops: Crops | None = None) -> dict:
+    """Accuracy of a linear softmax on each layer's features.
+
+    Returns ``{layer: {"accuracy": mean %, "accuracy_std": %, "runs": splits, "dims": feature length}}``.
+    """
+    s, t = setup, setup.transfer
+    crops = crops or load_crops([x.path for x in data.samples], s.mean.shape[-1])
+    labels = np.array(data.labels())[crops.kept]
+    y = torch.from_numpy(labels).long()
+    feats = extract_features(s.model, crops.images, s.mean, s.input_scale, layers, t.batch_size, s.device)
+    scores: dict[str, list[float]] = {layer: [] for layer in layers}
+    for split in range(t.splits):
+        tr, te = class_split(labels, n_train, t.test_per_class, s.seed, split)
+        for layer in layers:
+            clf = fit_softmax(feats[layer][tr], y[tr], len(data.classes), t.l2, t.max_iter)
+            scores[layer].append(mean_class_accuracy(clf(feats[layer][te]).argmax(1), y[te]))
+    out = {}
+    for layer in layers:
+        out[layer] = {"accuracy": float(np.mean(scores[layer])), "accuracy_std": float(np.std(scores[layer])),
+                      "runs": len(scores[layer]), "dims": int(feats[layer].shape[1])}
+        log.info("probe %s: %.1f%% +- %.1f (%d dims)", layer, out[layer]["accuracy"], out[layer]["accuracy_std"],
+                 out[layer]["dims"])
+    return out
+
+
+def depth_trend(result: dict) -> dict:
+    """Does accuracy grow with depth? ``result`` as returned by :func:`probe` (layers bottom to top).
+
+    Returns ``{"spearman": rank correlation of depth and accuracy (1 = strictly growing),
+    "increases": fraction of consecutive layer pairs where accuracy grows, "best_layer": name,
+    "top_minus_bottom": accuracy of the top layer minus the bottom one (points)}``.
+    """
+    layers = list(result)
+    acc = np.array([result[layer]["accuracy"] for layer in layers])
+    ranks = acc.argsort().argsort().astype(float)
+    depth = np.arange(len(acc), dtype=float)
+    rho = float(np.corrcoef(depth, ranks)[0, 1]) if len(acc) > 1 and ranks.std() > 0 else 0.0
+    return {
+        "spearman": rho,
+        "increases": float(np.mean(np.diff(acc) > 0)) if len(acc) > 1 else 0.0,
+        "best_layer": layers[int(acc.argmax())],
+        "top_minus_bottom": float(acc[-1] - acc[0]),
+    }
+
+
+def probe_table(results: dict, counts: dict) -> pd.DataFrame:
+    """Table 7: one row per (dataset, layer) with the paper's SVM number beside ours.
+
+    ``results``: ``{dataset: probe(...) result}``; ``counts``: ``{dataset: training images per class}``.
+    """
+    rows = []
+    for dataset, layers in results.items():
+        for layer, r in layers.items():
+            rows.append({"dataset": dataset, "train_per_class": counts[dataset], "layer": layer,
+                         "accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"], "runs": r["runs"],
+                         "dims": r["dims"], "paper_accuracy": PAPER.get(dataset, {}).get(layer)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,264 @@
+"""Scheduled retraining with the MLflow Model Registry: challenger vs. champion.
+
+:func:`retrain`, run by ``zfnet retrain`` from a timer (docs/scheduling.md, .github/workflows/retrain.yml):
+
+1. takes :data:`LOCK` (non-blocking ``flock``): a second run at the same time is refused
+   (:class:`RetrainBusy`, naming the holder's pid) and changes nothing;
+2. composes ``conf/`` (+ overrides) into ``params.yaml`` as ``dvc exp run`` does, and asks DVC
+   whether data, params or code of ``retrain.target`` and its upstream stages changed
+   (``dvc status --with-deps --json``); if nothing changed and the current model is already a
+   registered version, it prints ``nothing changed since version N`` and stops;
+3. otherwise runs ``dvc exp run <target>`` with ``ZFNET_PARENT_RUN_ID`` set, so that every stage
+   run is a child of one MLflow ``retrain-<time>`` run;
+4. registers the trained model (the ``train`` run's logged model, found by the md5 of
+   ``models/model.pt``) under ``retrain.model_name`` with alias ``challenger``; the checkpoint
+   itself is an artifact of the retrain run (``checkpoint/model.pt``), so any later run can
+   evaluate this version again;
+5. evaluates challenger and ``champion`` on the same held-out set (the current validation
+   shards, ``retrain.eval_crops`` crops, each model with its own mean and input scale);
+6. moves ``champion`` to the challenger only if its top-1 error is lower by more than
+   ``retrain.margin`` points (the first registered version becomes champion);
+7. records the decision and the numbers as model-version tags, on the retrain run, and in
+   ``reports/retrain/<time>.json``.
+
+A failure at any step is recorded (``decision: failed``) and re-raised; promotion is the last
+step, so a failed run never moves ``champion``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+
+from zfnet.config import Config, load_params
+from zfnet.stages.common import MODELS, PREPARED, write_json
+from zfnet.stages.train import file_md5
+
+LOCK = Path(".zfnet/retrain.lock")
+REPORTS = Path("reports/retrain")
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+class RetrainBusy(RuntimeError):
+    """Another ``zfnet retrain`` holds the lock."""
+
+
+class RetrainError(RuntimeError):
+    """The retrain cannot go on (nothing to register, pipeline failed); champion is left alone."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path = LOCK) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` (its content: the holder's pid).
+
+    The kernel drops the lock when the holder exits, even after ``kill -9``: a stale lock file
+    never blocks the next run. Raises :class:`RetrainBusy` if another process holds it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RetrainBusy(f"another zfnet retrain is running (pid {holder} holds {path}); "
+                              "this one does nothing") from None
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(cmd: list[str], env: dict | None = None) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-20:]
+        raise RetrainError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    return proc.stdout
+
+
+def pipeline_changes(target: str) -> dict:
+    """``dvc status --with-deps --json <target>``: ``{stage: [changes]}``; empty when up to date."""
+    out = _run(["dvc", "status", "--with-deps", "--json", target])
+    return json.loads(out.strip() or "{}")
+
+
+def held_out_errors(checkpoint: Path, cfg: Config, val_set, crops: int) -> dict | None:
+    """Loss and top-1/top-5 error (%) of ``checkpoint`` on ``val_set``; None if its classes differ.
+
+    Each model is evaluated with its own per-pixel mean, crop size and input scale (from the
+    checkpoint), on CPU or the configured device, in fp32.
+    """
+    from zfnet.train.checkpoint import load_model
+    from zfnet.train.loop import evaluate, resolve_device
+
+    model, ckpt = load_model(checkpoint)
+    if list(ckpt["classes"]) != list(val_set.classes):
+        return None
+    train = dataclasses.replace(cfg.train, crop=ckpt["input_size"], input_scale=ckpt["input_scale"],
+                                amp=False, channels_last=False)
+    device = resolve_device(cfg.train.device)
+    return evaluate(model.to(device), val_set, ckpt["mean"], dataclasses.replace(cfg, train=train), device, crops)
+
+
+def _version_of(client, name: str, md5: str):
+    """The registered version of ``name`` whose ``model_md5`` tag is ``md5``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    found = [v for v in versions if v.tags.get("model_md5") == md5]
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def _alias(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _train_run(client, experiment_id: str, md5: str):
+    runs = client.search_runs([experiment_id], filter_string=f"tags.stage = 'train' and tags.model_md5 = '{md5}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise RetrainError(f"no MLflow train run records {MODELS / 'model.pt'} (md5 {md5}); "
+                           "was it trained outside the pipeline?")
+    return runs[0]
+
+
+def decide(challenger: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
+    """``(promote, reason)`` from both models' held-out results (``champion`` None: not comparable)."""
+    if champion is None:
+        return False, "the champion's classes differ from the held-out set's: compare and promote by hand"
+    gain = champion["val_top1_error"] - challenger["val_top1_error"]
+    if gain > margin:
+        return True, f"top-1 error {gain:.2f} points below the champion's, more than the margin {margin}"
+    return False, f"top-1 error {gain:+.2f} points below the champion's, not more than the margin {margin}"
+
+
+def retrain(overrides: list[str] | None = None) -> dict:
+    """One scheduled retraining in the current directory (the project root); returns the report.
+
+    ``overrides``: Hydra overrides applied to ``conf/`` (as ``dvc exp run -S``). The report has
+    ``decision`` (``nothing changed | promoted | kept``), ``version``, ``champion_version``, the
+    held-out numbers of both, the changed stages and the retrain run id.
+    """
+    import mlflow
+    from dvc.utils.hydra import compose_and_dump
+
+    from zfnet import tracking
+
+    overrides = list(overrides or [])
+    with exclusive_lock():
+        compose_and_dump(Path("params.yaml"), str(Path("conf").resolve()), None, "config", "", overrides)
+        cfg = load_params()
+        r = cfg.retrain
+        tracking.connect(cfg)
+        client = mlflow.MlflowClient()
+        changes = pipeline_changes(r.target)
+        model_file = MODELS / "model.pt"
+        if not changes and model_file.exists():
+            known = _version_of(client, r.model_name, file_md5(model_file))
+            if known is not None:
+                return {"decision": "nothing changed", "version": int(known.version)}
+
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        exp_id = tracking.experiment_id(cfg.tracking.experiment)
+        run = client.create_run(exp_id, run_name=f"retrain-{stamp}", tags={
+            "zfnet.role": "retrain", "git_commit": tracking.git_commit(), "profile": cfg.profile,
+            "changed_stages": ",".join(sorted(changes)) or "none"})
+        run_id = run.info.run_id
+        report: dict = {"time": stamp, "retrain_run_id": run_id, "changed_stages": sorted(changes),
+                        "model_name": r.model_name, "margin": r.margin, "eval_crops": r.eval_crops}
+        try:
+            if changes:
+                settings = [arg for o in overrides for arg in ("-S", o)]
+                _run(["dvc", "exp", "run", r.target, "-n", f"retrain-{stamp}", *settings],
+                     env={**os.environ, "ZFNET_PARENT_RUN_ID": run_id})
+            report.update(_register_and_compare(client, cfg, exp_id, run_id))
+        except BaseException as exc:
+            report.update(decision="failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            client.set_tag(run_id, "retrain.decision", "failed")
+            client.set_terminated(run_id, "FAILED")
+            write_json(REPORTS / f"{stamp}.json", report)
+            raise
+        client.set_terminated(run_id, "FINISHED")
+        write_json(REPORTS / f"{stamp}.json", report)
+        return report
+
+
+def _register_and_compare(client, cfg: Config, exp_id: str, run_id: str) -> dict:
+    """Steps 4-7: register as challenger, evaluate both on the held-out set, promote or keep."""
+    import mlflow
+
+    from zfnet.data.shards import ShardDataset
+
+    r = cfg.retrain
+    model_file = MODELS / "model.pt"
+    md5 = file_md5(model_file)
+    train_run = _train_run(client, exp_id, md5)
+    logged = client.search_logged_models(experiment_ids=[exp_id],
+                                         filter_string=f"source_run_id = '{train_run.info.run_id}'")
+    if not logged:
+        raise RetrainError(f"train run {train_run.info.run_id} logged no model (tracking.log_model is false?)")
+    client.log_artifact(run_id, str(model_file), CHECKPOINT_ARTIFACT)
+    version = _version_of(client, r.model_name, md5) or mlflow.register_model(
+        f"models:/{logged[0].model_id}", r.model_name,
+        tags={"model_md5": md5, "data_hash": train_run.data.tags.get("data_hash", "unknown"),
+              "train_run_id": train_run.info.run_id, "retrain_run_id": run_id,
+              "checkpoint_uri": f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}/model.pt"})
+    client.set_registered_model_alias(r.model_name, "challenger", version.version)
+
+    val_set = ShardDataset(PREPARED / "val")
+    challenger = held_out_errors(model_file, cfg, val_set, r.eval_crops)
+    if challenger is None:
+        raise RetrainError(f"{model_file} was trained on other classes than {PREPARED / 'val'}")
+    champion_version, champion = _alias(client, r.model_name, "champion"), None
+    if champion_version is None:
+        promote, reason = True, "no champion yet"
+    elif int(champion_version.version) == int(version.version):
+        promote, reason = False, "the challenger is the champion already"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(champion_version.tags["checkpoint_uri"], dst_path=tmp)
+            champion = held_out_errors(Path(path), cfg, val_set, r.eval_crops)
+        promote, reason = decide(challenger, champion, r.margin)
+    decision = "promoted" if promote else "kept"
+    tags = {"retrain.decision": decision, "retrain.reason": reason, "retrain.run_id": run_id,
+            "retrain.champion_version": champion_version.version if champion_version else "none"}
+    for side, numbers in (("challenger", challenger), ("champion", champion)):
+        for k, v in (numbers or {}).items():
+            tags[f"retrain.{side}_{k}"] = f"{v:.4f}"
+            client.log_metric(run_id, f"{side}_{k}", v)
+    for key, value in tags.items():
+        client.set_model_version_tag(r.model_name, version.version, key, str(value))
+    client.set_tag(run_id, "retrain.decision", decision)
+    client.set_tag(run_id, "retrain.version", str(version.version))
+    if promote:
+        client.set_registered_model_alias(r.model_name, "champion", version.version)
+    return {
+        "decision": decision,
+        "reason": reason,
+        "version": int(version.version),
+        "champion_version": int(champion_version.version) if champion_version else None,
+        "challenger": challenger,
+        "champion": champion,
+        "held_out": {"split": "val", "images": len(val_set), "path": str(PREPARED / "val")},
+    }

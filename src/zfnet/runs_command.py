@@ -1,0 +1,100 @@
+"""``zfnet runs list`` / ``zfnet runs compare RUN [RUN...]``: the pipeline's MLflow runs as tables.
+
+The store is the pipeline's (``MLFLOW_TRACKING_URI`` > ``tracking.uri`` in params.yaml > the
+project's ``mlflow.db``), so what the stages logged is what is listed. Errors (no store, no
+such experiment or run) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _connect(args: argparse.Namespace) -> str:
+    """Point MLflow at the store; return the experiment name."""
+    from zfnet import tracking
+    from zfnet.config import load_params
+
+    cfg = load_params(args.params) if Path(args.params).is_file() else None
+    uri = tracking.tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"no MLflow store at {uri} (run the pipeline first, or set MLFLOW_TRACKING_URI)")
+    tracking.connect(cfg)
+    return args.experiment or (cfg.tracking.experiment if cfg else "zfnet")
+
+
+def _print(table) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                           "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
+        print(table.to_string(index=not table.index.equals(pd.RangeIndex(len(table)))))
+
+
+def _list(args: argparse.Namespace) -> int:
+    from zfnet.report.runs import key_metrics, latest_stage_runs, listing, search
+
+    runs = search(_connect(args))
+    if args.stage:
+        runs = runs[runs["tags.stage"] == args.stage]
+    if args.latest:
+        runs = latest_stage_runs(runs).iloc[::-1]
+    runs = runs.head(args.max)
+    if runs.empty:
+        print("no runs")
+        return 0
+    metrics = args.metrics.split(",") if args.metrics else key_metrics(runs)
+    _print(listing(runs, metrics))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from zfnet.report.runs import compare, pick, search
+
+    _print(compare(pick(search(_connect(args)), args.runs), all_params=args.all_params))
+    return 0
+
+
+def _run(func):
+    """Run ``func(args)``; no such experiment or run is one line on stderr and status 2 (a missing or
+    unusable store too, via ``zfnet.cli``)."""
+    from zfnet.report.runs import RunsError
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except RunsError as exc:
+            print(f"zfnet runs: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list and compare the pipeline's MLflow runs",
+                       description="List the pipeline's MLflow runs (one per stage and variant) and compare "
+                       "runs side by side: metrics, and the params that differ.")
+    p.add_argument("--params", default="params.yaml", help="params file naming the MLflow store and experiment "
+                   "(default: params.yaml; MLFLOW_TRACKING_URI overrides the store)")
+    p.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of params, else zfnet)")
+    runs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    ls = runs.add_parser("list", help="one row per run with its key metrics, newest first",
+                         description="One row per run: id, name, stage, variant, status, start and key metrics "
+                         "(by default the metrics most runs logged).")
+    ls.add_argument("--stage", help="only runs of this stage (e.g. train, ablate, transfer)")
+    ls.add_argument("--latest", action="store_true", help="only the newest run of each stage and variant")
+    ls.add_argument("--metrics", help="comma-separated metric names to show (default: the most common ones)")
+    ls.add_argument("--max", type=int, default=50, help="at most this many runs (default: 50)")
+    ls.set_defaults(func=_run(_list))
+
+    cmp = runs.add_parser("compare", help="runs side by side: metrics and the params that differ",
+                          description="Runs side by side, one column each: stage, variant, status, every "
+                          "metric, and the params whose values differ.")
+    cmp.add_argument("runs", nargs="+", metavar="RUN",
+                     help="a run id, a unique prefix of one (>= 4 characters) or a run name (newest of that name, "
+                     "e.g. train or ablate@no_fc7)")
+    cmp.add_argument("--all-params", action="store_true", help="show every param, not only those that differ")
+    cmp.set_defaults(func=_run(_compare))

@@ -1,0 +1,55 @@
+"""DVC stage ``probe``: a linear classifier on each layer's features (PAPER.md Table 7).
+
+Deps: ``models/model.pt``, ``data/transfer`` (``sources.json``). Params: ``transfer`` (``probe``,
+splits, softmax settings), ``seed``. Outs: ``results/probes.csv`` and ``.md`` (ours beside the
+paper's SVM numbers). Metrics ``metrics/probe.json``: accuracy per dataset and layer, and whether
+it grows with depth (:func:`zfnet.experiments.probes.depth_trend`). MLflow: one ``probe`` child
+run per dataset with the metric names ``accuracy_<layer>``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zfnet.config import Config
+from zfnet.stages.common import METRICS, MODELS, run_stage, write_json
+
+RESULTS = Path("results")
+SOURCES_JSON = Path("data/transfer/sources.json")
+
+
+def main(cfg: Config) -> None:
+    import mlflow
+
+    from zfnet import tracking
+    from zfnet.data import caltech
+    from zfnet.experiments import probes, transfer
+    from zfnet.experiments.ablation import write_table
+
+    sources = json.loads(SOURCES_JSON.read_text())
+    setup = transfer.setup(cfg, MODELS / "model.pt")
+    p = cfg.transfer.probe
+    counts = {"caltech101": p.caltech101_train, "caltech256": p.caltech256_train}
+    readers = {"caltech101": caltech.read_caltech101, "caltech256": caltech.read_caltech256}
+    results = {ds: probes.probe(setup, readers[ds](sources[ds]["root"]), n, list(p.layers)) for ds, n in counts.items()}
+    trends = {ds: probes.depth_trend(r) for ds, r in results.items()}
+    csv_path, markdown = write_table(probes.probe_table(results, counts), RESULTS / "probes")
+    RESULTS.joinpath("probes.md").write_text(markdown + "\n")
+    metrics = {
+        ds: {**{f"accuracy_{layer}": round(v["accuracy"], 3) for layer, v in r.items()},
+             "depth_spearman": round(trends[ds]["spearman"], 3),
+             "top_minus_bottom": round(trends[ds]["top_minus_bottom"], 3)}
+        for ds, r in results.items()
+    }
+    write_json(METRICS / "probe.json", metrics)
+    for ds, values in metrics.items():
+        with tracking.stage_run(cfg, "probe", variant=ds):
+            mlflow.log_metrics({**values, "train_per_class": counts[ds]})
+            mlflow.set_tag("best_layer", trends[ds]["best_layer"])
+            mlflow.log_artifact(str(csv_path), "probe")
+            mlflow.log_artifact(str(RESULTS / "probes.md"), "probe")
+
+
+if __name__ == "__main__":
+    run_stage("probe", main)

@@ -1,0 +1,32 @@
+"""DVC stage ``report``: one HTML page with every figure and table of the paper as reproduced here.
+
+Deps: every figure, table and metrics file listed in :mod:`zfnet.report.registry` that a stage
+produces (the stage runs last). Params: ``report``. Outs: ``report.out`` (``index.html`` +
+``img/``). Metrics ``metrics/report.json``: how many of the paper's items were reproduced.
+MLflow: a ``report`` child run with those counts and the page as an artifact.
+"""
+
+from __future__ import annotations
+
+from zfnet.config import Config
+from zfnet.stages.common import METRICS, run_stage, write_json
+
+
+def main(cfg: Config) -> None:
+    import logging
+
+    import mlflow
+
+    from zfnet import tracking
+    from zfnet.report import build
+
+    with tracking.stage_run(cfg, "report"):
+        counts = build(cfg)
+        write_json(METRICS / "report.json", counts)
+        mlflow.log_metrics(counts)
+        mlflow.log_artifacts(cfg.report.out, "report")
+    logging.getLogger(__name__).info("wrote %s/index.html: %s", cfg.report.out, counts)
+
+
+if __name__ == "__main__":
+    run_stage("report", main)

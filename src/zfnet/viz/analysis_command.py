@@ -1,0 +1,260 @@
+"""The analyses of the trained model (Figs. 5, 7, 8; Table 1): the ``analyze`` stage's work and the
+``zfnet occlude`` / ``zfnet invariance`` commands on a user's own image.
+
+:func:`analyze` is what the DVC stage (:mod:`zfnet.stages.analyze`) calls: occlusion maps of the
+validation images with the pointing game on their known boxes (Fig. 7), invariance curves
+(Fig. 5) and the face-part correspondence table (Fig. 8, Table 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from zfnet.config import AnalyzeConfig, ConfigError
+from zfnet.data.transforms import center_crop, normalize
+
+
+class Inputs:
+    """How a checkpoint's model sees images: ``mean`` ``(3, S, S)``, ``input_scale``, ``input_size``.
+
+    :meth:`model_input` turns uint8 ``(N, 3, S, S)`` preprocessed images into the normalised full
+    images ``(N, 3, S, S)``; :meth:`pixels` turns ``(N, 3, h, w)`` centre-cropped model input back
+    into displayable ``[0, 1]`` images.
+    """
+
+    def __init__(self, ckpt: dict, device: torch.device | str = "cpu"):
+        self.mean = ckpt["mean"].float().to(device)
+        self.input_scale = float(ckpt.get("input_scale", 1.0))
+        self.input_size = int(ckpt["input_size"])
+        self.size = self.mean.shape[-1]
+        self.offset = (self.size - self.input_size) // 2  # of the centre crop in the S x S image
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize(images.to(self.mean.device), self.mean, self.input_scale)
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        mean = center_crop(self.mean, x.shape[-1]).to(x.device)
+        return ((x / self.input_scale + mean) / 255.0).clamp(0, 1)
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """One image file, preprocessed like the pipeline: normalised full image ``(1, 3, S, S)``."""
+        import numpy as np
+
+        from zfnet.data.images import load_rgb, resize_center_crop
+
+        crop, _ = resize_center_crop(load_rgb(path), self.size)
+        return self.model_input(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])
+
+
+def occlusion_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: torch.Tensor, class_names,
+                          patch: int, stride: int, layer: str, max_batch: int, path: Path | None,
+                          shown: list[int] | None = None):
+    """Occlusion maps of ``images`` (``(N, 3, S, S)`` normalised full images, centre-cropped here);
+    with ``path``, Fig. 7 for the images at ``shown`` (default: all). Returns the maps."""
+    from zfnet.viz.deconvnet import Deconvnet
+    from zfnet.viz.occlusion import occlusion, occlusion_figure
+
+    x = center_crop(images, inputs.input_size)
+    maps = occlusion(model, x, labels, patch, stride, layer=layer, max_batch=max_batch)
+    if path is not None:
+        shown = list(range(len(x))) if shown is None else shown
+        deconvnet = Deconvnet(model)
+        projections = torch.cat([deconvnet.project(x[i : i + 1], layer, [int(maps.channel[i])], "max")[:, 0]
+                                 for i in shown])
+        occlusion_figure(maps.select(shown), inputs.pixels(x[shown]), projections, labels[shown], class_names, path, layer)
+    return maps
+
+
+def invariance_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: torch.Tensor, names: list[str],
+                           cfg, path: Path, csv_path: Path | None = None):
+    """Fig. 5 for ``images`` (``(N, 3, S, S)`` normalised full images): curves, figure, optional CSV of
+    every point. Returns the :class:`~zfnet.viz.invariance.InvarianceCurves`."""
+    from zfnet.viz.invariance import amounts, invariance, invariance_figure
+
+    transforms = amounts(cfg.translation, cfg.scale, cfg.rotation_step, cfg.steps, inputs.input_size)
+    curves = invariance(model, images, labels, inputs.input_size, transforms)
+    invariance_figure(curves, images[0], names, path, inputs.input_size, inputs.pixels)
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["transform", "amount", "image", "class", "l1", "l1_norm", "l7", "l7_norm", "prob", "correct"])
+            for kind, values in curves.amounts.items():
+                for t, a in enumerate(values.tolist()):
+                    for i, name in enumerate(names):
+                        out.writerow([kind, round(a, 4), i, name] + [
+                            round(float(d[kind][t, i]), 6) for d in (curves.l1, curves.l1_norm, curves.l7, curves.l7_norm, curves.prob)
+                        ] + [int(curves.correct[kind][t, i])])
+    return curves
+
+
+def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: AnalyzeConfig,
+            side: tuple[int, int] = (80, 96), device: str | torch.device = "cpu") -> dict:
+    """Run the three analyses; write figures and tables into ``out``; return the flat metrics.
+
+    Args:
+        checkpoint: the trained model; prepared: the shards folder (its ``val`` split is used).
+        out: ``occlusion.png``, ``invariance.png``, ``invariance.csv``, ``correspondence.png``,
+            ``correspondence.csv``, ``correspondence.md``.
+        cfg: the ``analyze`` params; side: ``[min, max]`` side of the drawn faces (``data.synthetic``).
+    """
+    import numpy as np
+
+    from zfnet.data.shards import ShardDataset
+    from zfnet.train.checkpoint import load_model
+    from zfnet.viz.correspondence import correspondence, correspondence_figure, table1
+    from zfnet.viz.invariance import spread_classes
+    from zfnet.viz.occlusion import pointing_chance, pointing_game
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ckpt = load_model(checkpoint, map_location=device)
+    inputs = Inputs(ckpt, device)
+    names = list(ckpt["class_names"])
+    val = ShardDataset(Path(prepared) / "val")
+    metrics: dict[str, float] = {}
+
+    o = cfg.occlusion
+    start = time.perf_counter()
+    count = min(o.images or len(val), len(val))
+    images, labels = val.get_batch(range(count))
+    images, labels = inputs.model_input(images), labels.to(device)
+    shown = spread_classes(labels.cpu().numpy(), len(names), o.figure_images)
+    maps = occlusion_with_figure(model, inputs, images, labels, names, o.patch, o.stride, o.layer, o.max_batch,
+                                 out / "occlusion.png", shown)
+    boxes = torch.from_numpy(val.boxes()[:count]).to(device) - inputs.offset  # crop pixels -> input pixels
+    known = ~boxes.isnan().any(1)
+    hits, chance = pointing_game(maps, boxes)[known], pointing_chance(maps, boxes)[known]
+    metrics["occlusion_seconds"] = time.perf_counter() - start
+    metrics["occlusion_images"] = count
+    metrics["pointing_game"] = float(hits.float().mean())
+    metrics["pointing_game_chance"] = float(chance.mean())
+    for c, name in enumerate(names):
+        of_class = labels[known] == c
+        if of_class.any():
+            metrics[f"pointing_game_{name}"] = float(hits[of_class].float().mean())
+
+    start = time.perf_counter()
+    picks = spread_classes(val.labels(), len(names), cfg.invariance.images)
+    images, labels = val.get_batch(picks)
+    curves = invariance_with_figure(model, inputs, inputs.model_input(images), labels,
+                                    [names[int(c)] for c in labels], cfg.invariance, out / "invariance.png",
+                                    out / "invariance.csv")
+    for kind, stats in curves.summary().items():
+        for key, value in stats.items():
+            metrics[f"invariance_{kind}_{key}"] = value
+    metrics["invariance_seconds"] = time.perf_counter() - start
+
+    c = cfg.correspondence
+    start = time.perf_counter()
+    result = correspondence(model, inputs.mean, inputs.input_scale, inputs.input_size, c.sets, c.per_set,
+                            cfg.seed, side, c.margin)
+    table1(result, out)
+    correspondence_figure(result["first_set"], out / "correspondence.png", inputs.pixels)
+    for mask, row in result["table"].items():
+        for layer, (mean, std) in row.items():
+            metrics[f"correspondence_{mask}_{layer}_mean"] = mean
+            metrics[f"correspondence_{mask}_{layer}_std"] = std
+    for layer in ("layer5", "layer7"):
+        parts = np.mean([result["table"][m][layer][0] for m in ("left_eye", "right_eye", "nose")])
+        metrics[f"correspondence_random_minus_parts_{layer}"] = result["table"]["random"][layer][0] - float(parts)
+    metrics["correspondence_seconds"] = time.perf_counter() - start
+    return {k: round(float(v), 5) for k, v in metrics.items()}
+
+
+def _label(arg: str | None, names: list[str], predicted: int) -> int:
+    if arg is None:
+        return predicted
+    if arg.isdigit() and int(arg) < len(names):
+        return int(arg)
+    if arg in names:
+        return names.index(arg)
+    raise ConfigError(f"--label: {arg!r} is neither a class index nor one of {names}")
+
+
+def _setup(args: argparse.Namespace):
+    from zfnet.train.checkpoint import load_model
+    from zfnet.train.loop import resolve_device
+
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, map_location=device)
+    inputs = Inputs(ckpt, device)
+    names = list(ckpt["class_names"])
+    image = inputs.load(args.image)
+    with torch.no_grad():
+        predicted = int(model(center_crop(image, inputs.input_size)).argmax(1))
+    label = torch.tensor([_label(args.label, names, predicted)], device=device)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    return model, inputs, names, image, label
+
+
+def _occlude(args: argparse.Namespace) -> int:
+    model, inputs, names, image, label = _setup(args)
+    path = Path(args.out) / "occlusion.png"
+    maps = occlusion_with_figure(model, inputs, image, label, names, args.patch, args.stride, args.layer,
+                                 args.max_batch, path)
+    k = int(maps.prob[0].flatten().argmin())
+    y, x = int(maps.ys[k // len(maps.xs)]), int(maps.xs[k % len(maps.xs)])
+    print(json.dumps({
+        "figure": str(path), "label": names[int(label)], "prob": round(float(maps.base_prob[0]), 4),
+        "min_prob": round(float(maps.prob[0].min()), 4), "min_at_square": {"x": x, "y": y, "side": args.patch},
+        "feature_map": int(maps.channel[0]),
+        "argmax_classes": sorted({names[c] for c in maps.argmax[0].flatten().tolist()}),
+    }, indent=2))
+    return 0
+
+
+def _invariance(args: argparse.Namespace) -> int:
+    from zfnet.config import InvarianceConfig
+
+    model, inputs, names, image, label = _setup(args)
+    cfg = InvarianceConfig(translation=args.translation, scale=list(args.scale), steps=args.steps,
+                           rotation_step=args.rotation_step)
+    path = Path(args.out) / "invariance.png"
+    curves = invariance_with_figure(model, inputs, image, label, [names[int(label)]], cfg, path,
+                                    Path(args.out) / "invariance.csv")
+    print(json.dumps({"figure": str(path), "label": names[int(label)], "summary": curves.summary()}, indent=2))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="an image file (any format PIL reads); resized and cropped like the pipeline's")
+    p.add_argument("--checkpoint", default="models/model.pt", help="trained checkpoint (default: models/model.pt)")
+    p.add_argument("--label", help="true class (name or index); default: the model's prediction")
+    p.add_argument("--out", default="figures/analyze-image", help="output folder (default: figures/analyze-image)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "occlude", help="occlusion maps of one image (Fig. 7)",
+        description="Slide a grey square over the image; write occlusion.png with the strongest conv5 "
+        "map's total activity, its deconvnet projection, the label's probability and the most probable "
+        "class at every position, and print the numbers as JSON.",
+    )
+    _common(p)
+    p.add_argument("--patch", type=int, default=16, help="square side, input pixels (default: 16)")
+    p.add_argument("--stride", type=int, default=4, help="step between positions, input pixels (default: 4)")
+    p.add_argument("--layer", default="conv5", help="conv layer of map (b) (default: conv5)")
+    p.add_argument("--max-batch", type=int, default=256, help="occluded images per forward (default: 256)")
+    p.set_defaults(func=_occlude)
+
+    p = sub.add_parser(
+        "invariance", help="invariance curves of one image (Fig. 5)",
+        description="Translate, scale and rotate the image; write invariance.png and invariance.csv with "
+        "the layer-1 and layer-7 feature distances and the label's probability, and print per transform "
+        "how much less layer 7 moves than layer 1 (l1_over_l7), the mean probability and top-1.",
+    )
+    _common(p)
+    p.add_argument("--translation", type=float, default=60.0,
+                   help="largest vertical shift in the paper's pixels at 224 (scaled to the input; default: 60)")
+    p.add_argument("--scale", type=float, nargs=2, default=[0.5, 1.8], metavar=("MIN", "MAX"),
+                   help="scale ratio range (default: 0.5 1.8)")
+    p.add_argument("--steps", type=int, default=13, help="amounts per translation/scale curve (default: 13)")
+    p.add_argument("--rotation-step", type=float, default=10.0, help="degrees between rotations (default: 10)")
+    p.set_defaults(func=_invariance)

@@ -1,0 +1,221 @@
+"""Ablations (Tables 2, 3, Fig. 6): variants, budget, real tiny trainings, the report stage, the queued sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from zfnet.config import ConfigError, compose, from_dict
+from zfnet.data.preprocess import preprocess
+from zfnet.data.synthetic import write_imagenet
+from zfnet.experiments import ablation as A
+from zfnet.experiments.variants import VARIANTS, hydra_overrides, variant_config, variant_overrides
+from zfnet.models import build
+from zfnet.train.checkpoint import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_raw(variants=("zfnet", "krizhevsky", "no_renorm")) -> dict:
+    raw = compose(["experiment=tiny"], REPO / "conf")
+    raw["train"]["threads"] = 1
+    raw["tracking"]["log_model"] = False
+    raw["ablation"]["variants"] = list(variants)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A tiny project folder: data/prepared from the real generator and preprocessing, and params.yaml."""
+    root = tmp_path_factory.mktemp("ablation")
+    cfg = from_dict(tiny_raw())
+    write_imagenet(root / "data/raw/imagenet", cfg.data.synthetic, progress=False)
+    preprocess(root / "data/raw/imagenet", root / "data/prepared", cfg.preprocess.size, 64, 1, progress=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
+    return root
+
+
+def test_each_variant_changes_what_its_name_says():
+    cfg = from_dict(compose([], REPO / "conf"))  # the default profile: widths 24/64/96/96/64, fc 512
+    models = {name: build(variant_config(cfg, name).model, 10, cfg.train.crop) for name in VARIANTS}
+    assert models["zfnet"].layer_names() == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert "fc7" not in models["no_fc7"].layer_names() and "fc6" in models["no_fc7"].layer_names()
+    assert models["no_conv3_conv4_fc6_fc7"].layer_names() == ["conv1", "conv2", "conv5", "fc8"]
+    assert models["fc_narrow"].layer("fc6").linear.out_features == 256
+    assert models["fc_wide"].layer("fc7").linear.out_features == 1024
+    widths = [models["conv_wide"].layer(f"conv{i}").conv.out_channels for i in range(1, 6)]
+    assert widths == [24, 64, 128, 256, 128]  # 96 x 4/3, 96 x 8/3, 64 x 2: the paper's 512/1024/512 ratios
+    conv1 = models["krizhevsky"].layer("conv1").conv
+    assert conv1.kernel_size == (11, 11) and conv1.stride == (4, 4)
+    assert variant_overrides(cfg, "zfnet") == {}
+    assert variant_overrides(cfg, "no_renorm") == {"train.renormalize": False}
+    assert not variant_config(cfg, "no_renorm").train.renormalize
+
+
+def test_krizhevsky_on_crops_too_small_for_11x11_stride_4_uses_the_whole_image():
+    cfg = from_dict(tiny_raw())  # 56-pixel crops of 64-pixel images
+    changes = variant_overrides(cfg, "krizhevsky")
+    assert changes["train.crop"] == 64
+    with pytest.raises(RuntimeError):
+        build(variant_config(cfg, "krizhevsky").model, 4, 56)
+    assert build(variant_config(cfg, "krizhevsky").model, 4, 64)(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
+    assert "train.crop" not in variant_overrides(cfg, "no_fc7")
+
+
+@pytest.mark.parametrize("name", ["no_conv3_conv4_fc6_fc7", "conv_wide_fc_wide", "krizhevsky", "no_renorm"])
+def test_hydra_overrides_compose_to_the_variant(name):
+    """The -S overrides of the queued sweep give exactly the config the ablate stage trains."""
+    base = from_dict(compose(["experiment=tiny"], REPO / "conf"))
+    via_hydra = from_dict(compose(["experiment=tiny", *hydra_overrides(variant_overrides(base, name))], REPO / "conf"))
+    assert via_hydra == variant_config(base, name) != base
+
+
+def test_ablation_config_is_validated():
+    raw = tiny_raw(variants=("zfnet", "no_layer9"))
+    with pytest.raises(ConfigError, match=r"ablation\.variants\[1\]: .*'no_layer9'"):
+        from_dict(raw)
+    with pytest.raises(ConfigError, match="ablation.variants: lists a variant twice"):
+        from_dict(tiny_raw(variants=("zfnet", "zfnet")))
+    raw = tiny_raw()
+    raw["ablation"]["epochs"] = 0
+    with pytest.raises(ConfigError, match="ablation.epochs: must be > 0"):
+        from_dict(raw)
+
+
+def test_per_class_subset_is_balanced_and_seeded():
+    labels = np.repeat(np.arange(4), [10, 3, 7, 10])
+    chosen = A.per_class_subset(labels, 5, seed=0)
+    assert np.bincount(labels[chosen]).tolist() == [5, 3, 5, 5]
+    assert np.array_equal(chosen, A.per_class_subset(labels, 5, seed=0))
+    assert not np.array_equal(chosen, A.per_class_subset(labels, 5, seed=1))
+    assert np.array_equal(A.per_class_subset(labels, 0, seed=0), np.arange(len(labels)))
+
+
+def test_noise_is_two_binomial_standard_errors():
+    assert A.noise(50.0, 50.0, 100) == pytest.approx(200 * np.sqrt(2 * 0.25 / 100))
+    assert A.noise(0.0, 0.0, 100) > 0  # a 0% error on 100 images is still uncertain
+
+
+def test_findings_follow_the_numbers():
+    def m(train, val):
+        return {"train_top1_error": train, "val_top1_error": val, "val_top5_error": 0.0, "val_images": 1000}
+
+    paper_like = {"zfnet": m(10, 20), "no_fc7": m(12, 22), "no_conv3_conv4_fc6_fc7": m(60, 65),
+                  "conv_wide": m(5, 18), "fc_wide": m(2, 21), "krizhevsky": m(12, 25)}
+    got = {f["finding"].split(":")[0]: f for f in A.findings(paper_like)}
+    assert all(f["holds"] for f in got.values()) and got["depth matters"]["significant"]
+    assert got["wider middle conv layers (3-5) help"]["difference"] == 2
+    assert not got["wider middle conv layers (3-5) help"]["significant"]  # 2 points on 1000 images: noise
+    flipped = {**paper_like, "no_conv3_conv4_fc6_fc7": m(5, 15), "krizhevsky": m(5, 15)}
+    got = {f["finding"].split(":")[0]: f for f in A.findings(flipped)}
+    assert not got["depth matters"]["holds"] and not got["ZFNet's 7x7/2 layer 1 beats the 11x11/4 replica"]["holds"]
+    assert len(A.findings({"zfnet": m(1, 1)})) == 0
+
+
+def test_tables_put_the_papers_numbers_beside_ours():
+    results = {name: {"train_top1_error": 1.0 + i, "val_top1_error": 2.0 + i, "val_top5_error": 0.5, "val_images": 10}
+               for i, name in enumerate(VARIANTS)}
+    t3 = A.table3(results)
+    assert list(t3["variant"]) == list(VARIANTS)
+    row = t3.set_index("variant").loc["krizhevsky"]
+    assert (row["paper train top-1"], row["paper val top-1"], row["paper val top-5"]) == (35.1, 40.5, 18.1)
+    assert row["ours val top-1"] == results["krizhevsky"]["val_top1_error"]
+    assert row["ours val top-1 vs zfnet"] == results["krizhevsky"]["val_top1_error"] - 2.0
+    assert np.isnan(t3.set_index("variant").loc["no_renorm", "paper val top-1"])
+    t2 = A.table2(results).set_index("variant")
+    assert t2.loc["conv_wide", "paper val top-1"] == 37.5 and t2.loc["conv_wide", "ours val top-5"] == 0.5
+    assert np.isnan(t2.loc["-", "ours val top-1"])  # Krizhevsky et al.'s own net: not run here
+
+
+def test_ablate_and_report_stages_on_tiny_data(project, monkeypatch):
+    """One epoch per variant, real code end to end: models, metrics, MLflow child runs, tables, figures."""
+    from zfnet.config import load_params
+    from zfnet.stages import ablate, ablation_report
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    cfg = load_params()
+    for variant in cfg.ablation.variants:
+        ablate.main(cfg, variant)
+    metrics = json.loads((project / "metrics/ablate/krizhevsky.json").read_text())
+    assert metrics["crop"] == 64 and metrics["epochs"] == 1 and metrics["train_images"] == 4 * 12
+    assert 0 <= metrics["val_top1_error"] <= 100
+    model, ckpt = load_model(project / "models_ablation/krizhevsky/model.pt")
+    assert model.layer("conv1").conv.kernel_size == (11, 11) and ckpt["variant"] == "krizhevsky"
+    assert not (project / ".zfnet/state/ablate/krizhevsky").exists()
+
+    ablation_report.main(cfg)
+    table = (project / "results/ablation.csv").read_text().splitlines()
+    assert len(table) == 1 + 3 and table[0].startswith("variant,change,paper row")
+    md = (project / "results/ablation.md").read_text()
+    assert "## Table 3" in md and "40.50" in md and "## The paper's findings on our data" in md
+    for path in ("errors.png", "filters_conv1.png", "zfnet/filters_conv1.png", "no_renorm/filters_conv1.png",
+                 "krizhevsky/top9_conv2.png", "zfnet/top9_conv2.png"):
+        assert (project / "figures/ablation" / path).stat().st_size > 1000, path
+    summary = json.loads((project / "metrics/ablation.json").read_text())
+    assert summary["krizhevsky_val_top1_error"] == metrics["val_top1_error"]
+    assert summary["findings_tested"] >= 3
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("zfnet").experiment_id])
+    variants = {r.data.tags["variant"]: r for r in runs if r.data.tags.get("stage") == "ablate"}
+    assert set(variants) == set(cfg.ablation.variants)
+    names = {frozenset(r.data.metrics) for r in variants.values()}
+    assert len(names) == 1 and {"final_val_top1_error", "val_top1_error", "train_top1_error"} <= next(iter(names))
+    assert len({r.data.tags["mlflow.parentRunId"] for r in variants.values()}) == 1
+
+
+@pytest.mark.slow
+def test_queued_sweep_runs_the_variants_as_dvc_experiments(tmp_path):
+    """`zfnet ablation queue` + `dvc queue start` once, on the tiny profile in a git copy of the repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    root = tmp_path / "project"
+    for f in files:
+        if (REPO / f).is_file():
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            (root / f).write_bytes((REPO / f).read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        return proc.stdout
+
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        run(*cmd)
+    run("zfnet", "ablation", "queue", "no_fc7", "krizhevsky", "-S", "experiment=tiny")
+    assert run("dvc", "queue", "status").count("Queued") == 2
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = run("dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        if "Running" not in status and "0 active" in status:
+            # (re)start the worker: DVC's celery worker can exit after a task on a broker read error
+            run("dvc", "queue", "start", "-j", "1")
+        time.sleep(3)
+    assert status.count("Success") == 2, status + run("dvc", "queue", "logs", "ablate-no_fc7")
+    shown = json.loads(run("dvc", "exp", "show", "--json"))
+    exps = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                params = rev["data"]["params"]["params.yaml"]["data"]
+                exps[rev["name"]] = params
+    assert exps["ablate-no_fc7"]["model"]["remove"] == ["fc7"]
+    assert exps["ablate-krizhevsky"]["model"]["arch"] == "krizhevsky"
+    assert exps["ablate-krizhevsky"]["train"]["crop"] == 64 and exps["ablate-krizhevsky"]["profile"] == "tiny"

@@ -1,0 +1,187 @@
+"""End to end against a real ``mlflow server``: the tiny pipeline's runs, read back through its REST API.
+
+Every stage of ``dvc.yaml`` (each variant of a ``foreach`` stage: ablations, transfer datasets)
+must log one child run of the one pipeline run, with the flattened params, the git commit, the
+data hash of ``dvc.lock`` and ``params.yaml`` as an artifact; the variants of one experiment must
+be comparable side by side in the MLflow UI: the same metric names, the same param names, the
+same artifact folders. The report of that pipeline must link every run on the server and load in
+Chromium; ``dvc plots show`` and ``dvc exp show`` must show the curves and the key metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+from chromium import CHROMIUM, Browser, open_page
+from test_pipeline import project, run  # noqa: F401  (the tiny project fixture)
+from test_report import expand_stages
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real ``mlflow server`` on localhost (SQLite backend, proxied artifacts); yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"))
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=5).read().strip() == b"OK":
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
+        time.sleep(1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def api(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
+    """GET (with ``query``) or POST (``body``) ``/api/2.0/mlflow/<endpoint>`` and decode the JSON reply."""
+    address = f"{url}/api/2.0/mlflow/{endpoint}"
+    if query:
+        address += "?" + urllib.parse.urlencode(query)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(address, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+@pytest.fixture(scope="module")
+def pipeline(project, server):  # noqa: F811
+    """``(root, env, url, runs)``: the tiny pipeline reproduced against the server, and its runs as the
+    REST API gives them."""
+    root, env = project
+    env = {**env, "MLFLOW_TRACKING_URI": server, "PYTHONPATH": str(root / "src")}  # the copy's code, not the checkout's
+    run(["dvc", "repro"], root, env, timeout=1200)
+    exp = api(server, "experiments/get-by-name", experiment_name="zfnet")["experiment"]
+    runs = api(server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]
+    return root, env, server, runs
+
+
+def _tags(r: dict) -> dict:
+    return {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+
+
+def _children(runs: list[dict]) -> dict[str, dict]:
+    """Stage runs by name (``train``, ``ablate@zfnet``)."""
+    out = {}
+    for r in runs:
+        tags = _tags(r)
+        if tags.get("stage"):
+            name = f"{tags['stage']}@{tags['variant']}" if tags.get("variant") else tags["stage"]
+            assert name not in out, f"two runs of {name}"
+            out[name] = r
+    return out
+
+
+def _artifacts(url: str, run_id: str) -> set[str]:
+    return {f["path"] for f in api(url, "artifacts/list", run_id=run_id).get("files", [])}
+
+
+def test_every_stage_logs_one_child_of_the_pipeline_run(pipeline):
+    root, _, url, runs = pipeline
+    parents = [r for r in runs if _tags(r).get("zfnet.role") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]["info"]["run_id"]
+    children = _children(runs)
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert {name for name, _, _ in expand_stages(dvc, params)} == set(children)
+    data_hash = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["preprocess"]["outs"][0]["md5"]
+    param_keys = {p["key"] for p in parents[0]["data"]["params"]}
+    for name, r in children.items():
+        tags = _tags(r)
+        assert r["info"]["status"] == "FINISHED", name
+        assert tags["mlflow.parentRunId"] == parent and tags["profile"] == "tiny", name
+        assert tags["git_commit"] not in ("", "unknown"), name
+        if name not in ("data", "preprocess"):  # they run before dvc.lock records the prepared data
+            assert tags["data_hash"] == data_hash, name
+        assert {p["key"] for p in r["data"]["params"]} >= param_keys, name
+        assert "params.yaml" in _artifacts(url, r["info"]["run_id"]), name
+
+
+def test_variants_of_an_experiment_compare_side_by_side(pipeline):
+    """Each ``foreach`` stage's variants (ablations, transfer datasets): same metric, param and artifact names."""
+    root, _, url, runs = pipeline
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    groups: dict[str, list[dict]] = {}
+    for name, r in _children(runs).items():
+        if "@" in name:
+            groups.setdefault(name.split("@")[0], []).append(r)
+    assert set(groups) == {name for name, stage in dvc["stages"].items() if "foreach" in stage}
+    for stage, members in groups.items():
+        assert len(members) >= 2, stage
+        metric_names = [{m["key"] for m in r["data"].get("metrics", [])} for r in members]
+        assert metric_names[0] and all(m == metric_names[0] for m in metric_names), f"{stage}: metric names differ"
+        param_names = [{p["key"] for p in r["data"]["params"]} for r in members]
+        assert all(p == param_names[0] for p in param_names), f"{stage}: param names differ"
+        artifacts = [_artifacts(url, r["info"]["run_id"]) for r in members]
+        assert all(a == artifacts[0] for a in artifacts), f"{stage}: artifacts differ: {artifacts}"
+        key = sorted(metric_names[0])[0]
+        history = api(url, "metrics/get-history", run_id=members[0]["info"]["run_id"], metric_key=key)
+        assert history["metrics"], f"{stage}: no history of {key}"
+
+
+def test_zfnet_runs_compares_variants_on_the_server(pipeline):
+    root, env, _, runs = pipeline
+    variants = sorted(n for n in _children(runs) if "@" in n)[:2]
+    header, *rows = run(["zfnet", "runs", "compare", *variants], root, env).stdout.splitlines()
+    assert header.split() == variants
+    assert any(r.startswith("metrics.") for r in rows)
+
+
+def test_report_links_every_run_on_the_server(pipeline, tmp_path):
+    root, _, url, runs = pipeline
+    html = (root / "reports/index.html").read_text()
+    for r in runs:
+        if _tags(r).get("stage") and _tags(r)["stage"] != "report":
+            run_id = r["info"]["run_id"]
+            assert f'{url}/#/experiments/{r["info"]["experiment_id"]}/runs/{run_id}' in html, _tags(r)["stage"]
+    counts = json.loads((root / "metrics/report.json").read_text())
+    assert counts["items_reproduced"] + counts["items_partial"] >= 3
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium)")
+    browser = Browser(tmp_path / "chromium-profile")
+    try:
+        open_page(browser, root / "reports/index.html")
+        widths = browser.evaluate("Array.from(document.images, i => i.naturalWidth)")
+        assert widths and all(w > 0 for w in widths)
+        assert browser.errors() == []
+    finally:
+        browser.close()
+
+
+def test_dvc_plots_and_exp_show(pipeline):
+    root, env, _, _ = pipeline
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], root, env).stdout)
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    defined = [next(iter(p)) if isinstance(p, dict) else p for p in dvc["plots"]]
+    for name in defined:
+        assert any(name in key for key in shown), f"dvc plots show lacks {name}"
+    exps = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
+    text = json.dumps(exps)
+    for metric in ("val_top1_error", "val_top5_error", "items_reproduced"):
+        assert metric in text, f"dvc exp show lacks {metric}"

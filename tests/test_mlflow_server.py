@@ -1,0 +1,112 @@
+"""The train stage against a real `mlflow server` (SQLite backend, proxied artifacts) on localhost,
+and a dead tracking URI failing the stage at its start with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zfnet.config import compose, from_dict
+from zfnet.data.preprocess import preprocess
+from zfnet.data.synthetic import write_imagenet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A folder with the tiny profile's prepared data and a 1-epoch params.yaml."""
+    root = tmp_path_factory.mktemp("server")
+    raw = compose(["experiment=tiny", "train.epochs=1", "train.milestones=[1]", "train.threads=1",
+                   "tracking.log_model=false"], REPO / "conf")
+    cfg = from_dict(raw)
+    write_imagenet(root / "data/raw/imagenet", cfg.data.synthetic, progress=False)
+    preprocess(root / "data/raw/imagenet", root / "data/prepared", cfg.preprocess.size, 64, 1, progress=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return root
+
+
+def train_stage(root: Path, uri: str) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))},
+           "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run([sys.executable, "-m", "zfnet.stages.train"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_unreachable_tracking_server_fails_fast_with_one_line(project):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.perf_counter()
+    proc = train_stage(project, uri)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"zfnet train: error: MLflow tracking store '{uri}' is not usable: ")
+    assert "Traceback" not in proc.stderr
+    assert seconds < 60, f"took {seconds:.0f}s to give up"
+    assert not (project / "models/model.pt").exists()
+
+
+@pytest.mark.slow
+def test_train_stage_logs_to_a_tracking_server(project, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "mlflow server did not come up in 120 s"
+            time.sleep(0.5)
+
+        proc = train_stage(project, base)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+        exp = api(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=zfnet")["experiment"]
+        runs = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        train = [r for r, t in zip(runs, tags) if t.get("stage") == "train"]
+        parents = [r for r, t in zip(runs, tags) if t.get("zfnet.role") == "pipeline"]
+        assert len(train) == 1 and len(parents) == 1
+        run = train[0]
+        assert run["info"]["status"] == "FINISHED"
+        metrics = {m["key"] for m in run["data"]["metrics"]}
+        assert {"val_top1_error", "train_loss", "final_val_top1_error"} <= metrics
+        files = api(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")["files"]
+        assert "params.yaml" in {f["path"] for f in files}
+        assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server, not to a local path
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

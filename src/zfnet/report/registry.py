@@ -203,7 +203,7 @@ ITEMS: tuple[Item, ...] = (
         "per-class accuracy over random splits. The paper: 83.8 / 86.5 % pretrained against 22.8 / "
         "46.5 % from scratch.",
         stages=("transfer@caltech101",),
-        figures=("{transfer.out}/caltech101/*.png",),
+        figures=("{transfer.out}/caltech101.png",),
         tables=("results/transfer_caltech101.csv",),
     ),
     Item(
@@ -214,7 +214,7 @@ ITEMS: tuple[Item, ...] = (
         "accuracy against the number of images per class. The paper: pretrained features beat "
         "training from scratch by a wide margin with few examples (65.7 against 9.0 % at 15 per class).",
         stages=("transfer@caltech256",),
-        figures=("{transfer.out}/caltech256/*.png",),
+        figures=("{transfer.out}/caltech256.png",),
         tables=("results/transfer_caltech256.csv",),
     ),
     Item(
@@ -224,7 +224,7 @@ ITEMS: tuple[Item, ...] = (
         caption="A new classifier per class on the frozen features; average precision per class and "
         "its mean. The paper: 79.0 % mean AP, competitive with the best methods of the time.",
         stages=("transfer@voc2012",),
-        figures=("{transfer.out}/voc2012/*.png",),
+        figures=("{transfer.out}/voc2012.png",),
         tables=("results/transfer_voc2012.csv",),
     ),
     Item(

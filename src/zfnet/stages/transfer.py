@@ -4,7 +4,7 @@
 ``python -m zfnet.stages.transfer caltech101|caltech256|voc2012``. Deps: ``models/model.pt``,
 ``data/transfer`` (``sources.json``). Params: ``transfer``, ``train`` (the scratch recipe), ``seed``.
 Outs: ``results/transfer_<dataset>.csv`` and ``.md`` (ours beside the paper's numbers),
-``<transfer.out>/<dataset>/`` (Fig. 9 for Caltech, AP per class for VOC). Metrics
+``<transfer.out>/<dataset>.png`` (Fig. 9 for Caltech, AP per class for VOC). Metrics
 ``metrics/transfer_<dataset>.json``. MLflow: one ``transfer`` child run per setting (variant
 ``caltech101-15``, ..., ``voc2012``) with the same metric names within a dataset.
 """
@@ -33,20 +33,20 @@ def main(cfg: Config, dataset: str) -> None:
 
     root = json.loads(SOURCES_JSON.read_text())[dataset]["root"]
     setup = transfer.setup(cfg, MODELS / "model.pt")
-    out = Path(cfg.transfer.out) / dataset
+    figure_path = Path(cfg.transfer.out) / f"{dataset}.png"
     stem = RESULTS / f"transfer_{dataset}"
     if dataset == "voc2012":
         train, val = voc.read_split(root, "train"), voc.read_split(root, "val")
         results = transfer.voc(setup, train.paths, train.targets, val.paths, val.targets, train.classes)
         table = transfer.voc_table(results)
-        figure = transfer.ap_figure(results, out / "ap_per_class.png")
+        figure = transfer.ap_figure(results, figure_path)
         metrics = {f"{model}_map": round(r["map"], 3) for model, r in results.items()}
         runs = {"voc2012": {**metrics, **{f"{model}_ap_{c}": v for model, r in results.items() for c, v in r["ap"].items()}}}
     else:
         data = (caltech.read_caltech101 if dataset == "caltech101" else caltech.read_caltech256)(root)
         rows = transfer.caltech(setup, data, list(getattr(cfg.transfer, f"{dataset}_train")))
         table = transfer.caltech_table(dataset, rows)
-        figure = transfer.fig9(rows, dataset, out / "fig9.png")
+        figure = transfer.fig9(rows, dataset, figure_path)
         runs = {}
         for r in rows:
             run = runs.setdefault(f"{dataset}-{r['train_per_class']}", {"train_per_class": r["train_per_class"]})

@@ -90,3 +90,19 @@ def test_paper_init():
     init_weights(model, "paper", 0.01)
     w = model.layer("conv2").conv.weight
     assert abs(float(w.std()) - 0.01) < 1e-3 and float(model.layer("conv2").conv.bias.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("channels, size", [(5, 5), (24, 5), (64, 4), (96, 5)])
+def test_contrast_norm_equals_torch_local_response_norm(channels, size):
+    from zfnet.models.zfnet import ContrastNorm
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, channels, 7, 9) * 20).requires_grad_()
+    ours, ref = ContrastNorm(size, alpha=1e-4, beta=0.75, k=2.0), nn.LocalResponseNorm(size, alpha=1e-4, beta=0.75, k=2.0)
+    y, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    (grad,), (grad_ref,) = torch.autograd.grad(y, x, g), torch.autograd.grad(y_ref, x, g)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-5)
+    cl = x.detach().contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ours(cl), y_ref.detach(), rtol=1e-5, atol=1e-5)

@@ -91,7 +91,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = False  # bf16 autocast on CUDA
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC layout for training and evaluation (a speed choice, not the recipe)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     input_scale: float = 1.0  # model input = (pixel - per-pixel mean) * input_scale; 1.0 = raw 0..255 (paper)
 

@@ -163,3 +163,27 @@ def test_transfer_config_is_validated():
         bad = {**base, "transfer": {**base["transfer"], key: value}}
         with pytest.raises(ConfigError, match=match):
             from_dict(bad)
+
+
+def test_voc_views_are_the_whole_image_and_its_quadrants(tmp_path):
+    # a 16 x 16 image with four flat quadrants: each quadrant view is one colour, the whole view all four
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    for k, (y, x) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
+        pixels[y : y + 8, x : x + 8] = colours[k]
+    Image.fromarray(pixels).save(tmp_path / "q.png")
+    five = transfer.load_views([tmp_path / "q.png"], 8, 5)
+    assert five.images.shape == (5, 1, 3, 8, 8) and five.kept == [0]
+    for k, colour in enumerate(colours):
+        assert (five.images[1 + k, 0] == torch.tensor(colour, dtype=torch.uint8)[:, None, None]).all()
+    whole = five.images[0, 0]
+    assert tuple(whole[:, 1, 1]) == colours[0] and tuple(whole[:, 6, 6]) == colours[3]
+    one = transfer.load_views([tmp_path / "q.png"], 8, 1)
+    assert one.images.shape == (1, 1, 3, 8, 8)
+
+
+def test_voc_with_one_view_is_the_centre_crop_protocol(data_root):
+    s = make_setup(voc_views=1, scratch_splits=0)
+    train, val = voc.read_split(data_root, "train"), voc.read_split(data_root, "val")
+    results = transfer.voc(s, train.paths, train.targets, val.paths, val.targets, train.classes)
+    assert set(results) == {"pretrained"} and 0 <= results["pretrained"]["map"] <= 100

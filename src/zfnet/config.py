@@ -164,6 +164,7 @@ class TransferConfig:
     splits: int = 5  # random train/test splits
     l2: float = 1e-3  # L2 penalty of the new softmax (on standardised features)
     max_iter: int = 100  # L-BFGS iterations of the new softmax
+    voc_views: int = 5  # VOC features: 1 = the centre crop (the paper), 5 = mean over the whole image and its 4 quadrants
     scratch_splits: int = 1  # splits on which the same net is also trained from scratch (the costly part)
     scratch_steps: int = 300  # SGD steps of each training from scratch, whatever the training-set size
     scratch_batch_size: int = 32
@@ -408,6 +409,7 @@ def _validate_transfer(tr: "TransferConfig") -> None:
     if not 0 <= tr.scratch_splits <= tr.splits:
         _fail("transfer.scratch_splits", f"must be in 0..transfer.splits ({tr.splits}), got {tr.scratch_splits}")
     _check_choice("transfer.device", tr.device, ("auto", "cpu", "cuda"))
+    _check_choice("transfer.voc_views", tr.voc_views, (1, 5))
     bad = sorted(set(p.layers) - {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"})
     if bad or not p.layers:
         _fail("transfer.probe.layers", f"must be a non-empty list of conv1..conv5, fc6, fc7, got {list(p.layers)}")

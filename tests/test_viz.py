@@ -16,7 +16,7 @@ from zfnet.data.synthetic import CLASS_NAMES, render_image
 from zfnet.models import build, krizhevsky, zfnet
 from zfnet.train.checkpoint import FORMAT, atomic_save
 from zfnet.viz.deconvnet import forward_to
-from zfnet.viz.evolution import converged_epoch, evolution
+from zfnet.viz.evolution import converged_epoch, evolution, lower_layers_first, settled
 from zfnet.viz.filters import band_shares, filter_stats, filters
 from zfnet.viz.receptive import crop, receptive_field
 from zfnet.viz.top9 import top9, top9_figures
@@ -122,6 +122,14 @@ def test_filter_stats_bands_and_dead_filters(tmp_path: Path) -> None:
     assert Path(out["figure"]).is_file() and out["filters"] == WIDTHS[0]
 
 
+def test_lower_layers_first_falls_back_to_settledness_when_epochs_tie() -> None:
+    assert settled([9, 9, 9], 9) == 1.0 and settled([0, 9, 9], 9) == 0.5 and settled([9], 9) == 1.0
+    assert lower_layers_first([1, 2, 2, 5, 10], [1.0, 0.9, 0.8, 0.5, 0.4]) == (True, "converged_epoch")
+    assert lower_layers_first([1, 5, 2, 10, 10], [1.0, 0.9, 0.8, 0.5, 0.4]) == (False, "converged_epoch")
+    assert lower_layers_first([40] * 5, [0.8, 0.7, 0.7, 0.5, 0.2]) == (True, "settled")
+    assert lower_layers_first([40] * 5, [0.5, 0.7, 0.7, 0.5, 0.2]) == (False, "settled")
+
+
 def test_converged_epoch_needs_all_later_milestones_stable() -> None:
     assert converged_epoch([1, 2, 5, 10], [3, 8, 6, 9], stable=7) == 10
     assert converged_epoch([1, 2, 5, 10], [3, 8, 7, 9], stable=7) == 2
@@ -150,7 +158,8 @@ def test_evolution_on_trained_milestones(images: torch.Tensor, tmp_path: Path) -
     assert all(o[-1] == 9.0 for o in result["overlap"].values())
     assert all(o[1] == 9.0 for o in result["overlap"].values())
     assert all(e <= 2 for e in result["converged_epoch"].values())
-    assert isinstance(result["lower_layers_first"], bool)
+    assert isinstance(result["lower_layers_first"], bool) and result["decided_by"] in ("converged_epoch", "settled")
+    assert all(0.0 <= f <= 1.0 for f in result["settled"].values())
     with pytest.raises(ValueError, match="ascending"):
         evolution(paths[::-1], _batches(images, 20), lambda idx: images[idx], tmp_path / "bad.png")
 

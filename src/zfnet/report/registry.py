@@ -92,7 +92,9 @@ ITEMS: tuple[Item, ...] = (
         caption="For a few feature maps per layer, the strongest activation over the training set "
         "projected at each milestone epoch. The paper: lower layers converge within a few epochs, "
         "upper layers only after 40-50 epochs. Ours: the epoch after which each layer's top-9 stops "
-        "changing.",
+        "changing (at least viz.stable of 9 images shared with the last milestone from then on) and how "
+        "settled each layer was on the way (mean share of the final top-9 over the earlier milestones); "
+        "when every layer settles only at the last milestone, the settled shares decide the finding.",
         stages=("visualize",),
         figures=("{viz.out}/evolution.png",),
         numbers=tuple(
@@ -100,6 +102,8 @@ ITEMS: tuple[Item, ...] = (
                    "a few epochs" if i <= 2 else "40-50 epochs")
             for i in range(1, 6)
         )
+        + tuple(Number(f"conv{i} settled share of the final top-9", VISUALIZE, f"top9_settled_conv{i}",
+                       "higher in lower layers") for i in range(1, 6))
         + (Number("lower layers converge first (1 = yes)", VISUALIZE, "lower_layers_converge_first", "1"),),
     ),
     Item(

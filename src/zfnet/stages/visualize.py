@@ -3,7 +3,8 @@
 Deps: ``models/`` (``model.pt``, ``milestones/``), ``data/prepared``. Params: ``viz``.
 Outs: ``viz.out`` (``top9_conv1..5.png``, ``filters_conv1.png``, ``filters_<label>.png``,
 ``evolution.png``). Metrics ``metrics/visualize.json``: dead-filter fraction and frequency-band
-shares of the layer-1 filters, and the epoch at which each layer's top-9 stopped changing.
+shares of the layer-1 filters, the epoch at which each layer's top-9 stopped changing, each layer's
+mean top-9 overlap with the final epoch at every milestone and its settled fraction.
 MLflow: a ``visualize`` child run with those metrics and the figures as artifacts.
 """
 
@@ -23,9 +24,14 @@ def metrics_of(result: dict) -> dict:
         for band, share in stats["band_energy"].items():
             metrics[f"filters_{label}_{band}_freq_share"] = share
     if result["evolution"] is not None:
-        for layer, epoch in result["evolution"]["converged_epoch"].items():
+        evo = result["evolution"]
+        for layer, epoch in evo["converged_epoch"].items():
             metrics[f"converged_epoch_{layer}"] = epoch
-        metrics["lower_layers_converge_first"] = int(result["evolution"]["lower_layers_first"])
+            metrics[f"top9_settled_{layer}"] = evo["settled"][layer]
+            for e, shared in zip(evo["epochs"], evo["overlap"][layer]):
+                metrics[f"top9_overlap_{layer}_epoch{e:03d}"] = shared
+        metrics["lower_layers_converge_first"] = int(evo["lower_layers_first"])
+        metrics["lower_layers_decided_by_settled"] = int(evo["decided_by"] == "settled")
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}
 
 

@@ -11,6 +11,11 @@ mean over its live maps (top activation > 0 at the last milestone; dead maps hav
 top-9), and the layer converged at the first milestone from which on its mean overlap is at least
 ``stable``. The paper's finding is that lower layers converge first (a few epochs) and upper
 layers only after 40-50 epochs.
+
+Where every layer reaches ``stable`` only at the last milestone (a short run, or a training set of
+many near-identical strong images, so that top-9 membership keeps shuffling), the converged epochs
+cannot order the layers; the finding is then decided by how settled each layer was on the way: its
+mean overlap over the earlier milestones, as a fraction of 9 (:func:`settled`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,21 @@ def converged_epoch(epochs: Sequence[int], overlaps: Sequence[float], stable: fl
     return converged
 
 
+def settled(overlaps: Sequence[float], k: int) -> float:
+    """Mean overlap with the final top-``k`` over every milestone but the last, as a fraction (0..1)."""
+    earlier = list(overlaps[:-1])
+    return sum(earlier) / (k * len(earlier)) if earlier else 1.0
+
+
+def lower_layers_first(converged: Sequence[int], settledness: Sequence[float]) -> tuple[bool, str]:
+    """Do layers settle bottom-up? Decided by the converged epochs (never decreasing upwards, not all
+    equal) or, when those are all equal, by the settled fractions (never increasing upwards).
+    Returns the verdict and what decided it (``converged_epoch`` or ``settled``)."""
+    if len(set(converged)) > 1:
+        return all(a <= b for a, b in zip(converged, converged[1:])), "converged_epoch"
+    return all(a >= b for a, b in zip(settledness, settledness[1:])), "settled"
+
+
 def evolution(
     checkpoints: Sequence[str | Path],
     batches: Batches,
@@ -66,8 +86,8 @@ def evolution(
         tile_size: display side of each projection (cropped to the unit's receptive field, then resized).
 
     Returns ``{"figure": path, "epochs": [e, ...], "overlap": {layer: [mean overlap per epoch]},
-    "converged_epoch": {layer: e}, "lower_layers_first": bool}``; ``lower_layers_first`` is true
-    when the converged epochs never decrease from ``conv1`` upwards.
+    "converged_epoch": {layer: e}, "settled": {layer: fraction}, "lower_layers_first": bool,
+    "decided_by": str}`` (:func:`lower_layers_first`).
     """
     if not checkpoints:
         raise ValueError("evolution needs at least one checkpoint")
@@ -104,13 +124,16 @@ def evolution(
         col_labels=[(2 + j * step + tile_size / 2, f"epoch {e}") for j, e in enumerate(epochs)],
     )
     converged = {layer: converged_epoch(epochs, overlaps[layer], stable) for layer in layers}
-    order = [converged[layer] for layer in layers]
+    fractions = {layer: settled(overlaps[layer], final[layer].values.shape[1]) for layer in layers}
+    verdict, decided_by = lower_layers_first([converged[layer] for layer in layers], [fractions[layer] for layer in layers])
     return {
         "figure": str(path),
         "epochs": epochs,
         "overlap": overlaps,
         "converged_epoch": converged,
-        "lower_layers_first": all(a <= b for a, b in zip(order, order[1:])),
+        "settled": fractions,
+        "lower_layers_first": verdict,
+        "decided_by": decided_by,
     }
 
 

@@ -9,7 +9,8 @@ before any work starts and before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -281,8 +282,32 @@ def _check_positive(cfg: Any, prefix: str, names: str, allow_zero: bool = False)
             _fail(f"{prefix}.{name}", f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+INT_LIMIT = 2**31  # every count, size and seed fits in int32; larger values overflow inside torch and numpy
+
+
+def _check_numbers(node: Any, prefix: str = "") -> None:
+    """Every number in the config (lists included) is finite, every integer within +-2**31."""
+    items = ((f.name, getattr(node, f.name)) for f in fields(node)) if is_dataclass(node) else node.items()
+    for name, value in items:
+        key = f"{prefix}{name}"
+        values = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, v in values:
+            where = key if i is None else f"{key}[{i}]"
+            if is_dataclass(v) or isinstance(v, dict):
+                _check_numbers(v, where + ".")
+            elif isinstance(v, float) and not math.isfinite(v):
+                _fail(where, f"must be a finite number, got {v}")
+            elif isinstance(v, int) and not isinstance(v, bool) and not -INT_LIMIT <= v < INT_LIMIT:
+                _fail(where, f"must be within +-2**31, got {v}")
+
+
 def validate(cfg: Config) -> Config:
     """Check values beyond types; raise :class:`ConfigError` naming the first bad key."""
+    _check_numbers(cfg)
+    for key, seed in (("seed", cfg.seed), ("data.synthetic.seed", cfg.data.synthetic.seed),
+                      ("transfer.synthetic.seed", cfg.transfer.synthetic.seed), ("analyze.seed", cfg.analyze.seed)):
+        if seed < 0:
+            _fail(key, f"must be >= 0 (numpy refuses negative seeds), got {seed}")
     _check_choice("data.source", cfg.data.source, ("synthetic", "imagenet"))
     syn = cfg.data.synthetic
     _check_positive(syn, "data.synthetic", "train_per_class val_per_class min_side max_side")

@@ -8,6 +8,11 @@
   ``ZFNET_PARENT_RUN_ID`` overrides (orchestrators such as ``zfnet retrain`` set it).
 - Child runs carry tags ``stage``, ``variant``, ``git_commit``, ``dvc_exp_name``, ``data_hash``,
   the flattened params and ``params.yaml`` as an artifact.
+- Outages: a store that cannot be used at a stage's start stops it at once (:func:`connect`);
+  a failure later is retried with backoff (:func:`retry`), and per-epoch metrics survive a longer
+  outage (:class:`EpochLog`): training goes on and they are sent when the store is back.
+  ``ZFNET_TRACKING_TRIES`` (default 5) and ``ZFNET_TRACKING_DELAY`` (seconds, default 2, doubled
+  after each failure) set the schedule.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import yaml
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent first use of a new SQLite store is then unguarded
+    fcntl = None  # type: ignore[assignment]
 
 from zfnet.config import Config, flatten, to_dict
 
 log = logging.getLogger(__name__)
 
 PIPELINE_KEY_TAG = "zfnet.pipeline_key"
+MAX_DELAY = 60.0  # seconds: the longest wait between two tries
+T = TypeVar("T")
 
 
 class TrackingError(RuntimeError):
@@ -80,26 +92,184 @@ def pipeline_key(params_path: str | Path = "params.yaml") -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: an exclusive ``flock`` on its folder, and the file created whole.
+
+    MLflow creates and migrates a new SQLite store's tables on first use. Several processes
+    doing that at once (4 queued experiments) break it ("table ... already exists"), and so does
+    a process killed halfway (SQLite commits each ``CREATE TABLE`` on its own). So a missing
+    store is built in a temp file beside it and renamed into place, one process at a time. The
+    lock is on the folder (no lock file) and the kernel drops it when its process dies.
+    """
+    path = _sqlite_path(uri)
+    if path is None or fcntl is None or not path.parent.is_dir():
+        yield
+        return
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not path.exists():
+            _create_sqlite_store(path)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """An MLflow SQLite store with all its tables at ``path``, which appears only when complete."""
+    import mlflow
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp.resolve()}").search_experiments(max_results=1)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def connect(cfg: Config | None = None) -> str:
     """Point MLflow at the store and fail fast with one clear line if it cannot be reached."""
     import mlflow
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    # One try with a short timeout: MLflow's default HTTP retries take minutes to give up on a dead server.
-    probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {k: os.environ.get(k) for k in probe}
-    os.environ.update({k: v for k, v in probe.items() if saved[k] is None})
     try:
-        mlflow.MlflowClient().search_experiments(max_results=1)
+        with _one_http_try(), _sqlite_lock(uri):  # the first client creates the tables: one process at a time
+            mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # unreachable server, bad credentials, unwritable SQLite file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {first}") from None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {_first_line(exc)}") from None
     return uri
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _one_http_try() -> Iterator[None]:
+    """MLflow's HTTP calls without its own retries (minutes of backoff with its defaults) and
+    with a 10 s timeout, unless the user set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``..._TIMEOUT``:
+    the callers here give up at once (:func:`connect`) or keep their own schedule (:func:`retry`)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    unset = [k for k in quick if k not in os.environ]
+    os.environ.update({k: quick[k] for k in unset})
+    try:
+        yield
+    finally:
+        for k in unset:
+            os.environ.pop(k, None)
+
+
+def _schedule() -> tuple[int, float]:
+    """``(tries, first delay in s)`` from ``ZFNET_TRACKING_TRIES`` / ``ZFNET_TRACKING_DELAY``."""
+    values = []
+    for name, default, kind in (("ZFNET_TRACKING_TRIES", "5", int), ("ZFNET_TRACKING_DELAY", "2", float)):
+        raw = os.environ.get(name, default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if not value >= (1 if kind is int else 0):
+            raise TrackingError(f"environment variable {name}: must be a {'positive integer' if kind is int else 'number >= 0'}, got {raw!r}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def retry(call: Callable[[], T], what: str, tries: int | None = None) -> T:
+    """``call()`` (one MLflow call), tried again after a failure of the store.
+
+    Up to ``tries`` tries (default ``ZFNET_TRACKING_TRIES``), waiting ``ZFNET_TRACKING_DELAY``
+    seconds after the first failure and twice as long after each next one (at most 60 s): with
+    the defaults 2 + 4 + 8 + 16 = 30 s before giving up, enough for a server restart or a SQLite
+    file locked by another writer. Each failure is logged as a warning naming ``what``; the
+    last raises :class:`TrackingError`.
+    """
+    import mlflow
+
+    default_tries, delay = _schedule()
+    tries = default_tries if tries is None else tries
+    for attempt in range(1, tries + 1):
+        try:
+            with _one_http_try():
+                return call()
+        except Exception as exc:  # a refused connection, HTTP 5xx, "database is locked", a timeout
+            if attempt == tries:
+                raise TrackingError(
+                    f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {what} failed "
+                    f"{tries} time(s), last: {_first_line(exc)}"
+                ) from None
+            log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, _first_line(exc), attempt + 1,
+                        tries, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_DELAY)
+    raise AssertionError("unreachable")
+
+
+class EpochLog:
+    """Per-epoch metrics of one run, kept through a tracking outage so training never waits long on it.
+
+    :meth:`log` queues an epoch's metrics and sends everything queued in one ``log_batch``
+    through :func:`retry`. If the store stays down, training goes on: a warning says so, the
+    metrics stay queued, and each next epoch tries once (no waiting) until the store answers,
+    then sends the backlog (with the epochs' own steps and times). :meth:`close` gives the
+    backlog a last full :func:`retry` and raises :class:`TrackingError` if it still cannot be
+    sent. Re-sending a batch whose answer was lost adds nothing: the store keeps one entry per
+    (key, step, time, value).
+    """
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.pending: list = []  # mlflow.entities.Metric
+        self.down = False
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._send(tries=1 if self.down else None)
+
+    def steps(self) -> list[int]:
+        """The epochs (steps) still waiting to be sent."""
+        return sorted({m.step for m in self.pending})
+
+    def _send(self, tries: int | None = None) -> bool:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        try:
+            while self.pending:
+                chunk = self.pending[: self.BATCH]
+                retry(lambda: client.log_batch(self.run_id, metrics=chunk), f"logging the metrics of epochs {self.steps()}",
+                      tries)
+                del self.pending[: len(chunk)]
+        except TrackingError as exc:
+            if not self.down:
+                log.warning("%s; training goes on, the metrics are kept and sent when the store answers", exc)
+            self.down = True
+            return False
+        if self.down:
+            log.warning("MLflow: the tracking store answers again; the kept metrics were sent")
+        self.down = False
+        return True
+
+    def close(self) -> None:
+        """Send what is still queued (full :func:`retry`); :class:`TrackingError` if that fails."""
+        import mlflow
+
+        if self.pending and not self._send():
+            raise TrackingError(f"MLflow tracking store {mlflow.get_tracking_uri()!r} stayed unreachable: the metrics "
+                                f"of epochs {self.steps()} are not logged")
 
 
 def experiment_id(name: str) -> str:
@@ -114,7 +284,13 @@ def experiment_id(name: str) -> str:
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = (project_root() / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        exp = client.get_experiment_by_name(name)  # another process created it first
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def parent_run_id(cfg: Config, params_path: str | Path = "params.yaml") -> str:
@@ -180,13 +356,38 @@ def stage_run(
         "mlflow.parentRunId": parent,
     }
     name = f"{stage}@{variant}" if variant else stage
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags) as run:
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags)
+    try:
         if run_id is None:
             mlflow.MlflowClient().log_batch(run.info.run_id, params=_params(cfg))
         if Path(params_path).exists():
             mlflow.log_artifact(str(params_path))
+        yield run
+    except BaseException:
+        _end_run(run.info.run_id, parent, "FAILED", must=False)
+        raise
+    _end_run(run.info.run_id, parent, "FINISHED", must=True)
+
+
+def _end_run(run_id: str, parent: str, status: str, must: bool) -> None:
+    """End the active run ``run_id`` with ``status`` (retried); the parent's end time follows it.
+
+    ``must``: a store that stays down raises :class:`TrackingError`; else (the body already
+    failed, its error is the one to show) only a warning is logged.
+    """
+    import mlflow
+
+    try:
+        with _one_http_try():
+            mlflow.end_run(status)  # leaves the active run even when the store does not answer
+    except Exception:
         try:
-            yield run
-        finally:
-            with contextlib.suppress(Exception):
-                mlflow.MlflowClient().set_terminated(parent, "FINISHED")
+            retry(lambda: mlflow.MlflowClient().set_terminated(run_id, status), f"ending run {run_id} as {status}",
+                  tries=None if must else 1)
+        except TrackingError as exc:
+            if must:
+                raise
+            log.warning("%s", exc)
+            return
+    with contextlib.suppress(Exception), _one_http_try():
+        mlflow.MlflowClient().set_terminated(parent, "FINISHED")

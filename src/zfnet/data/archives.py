@@ -5,7 +5,9 @@ Real Caltech-101/256 and PASCAL VOC come as archives (``caltech-101.zip`` holdin
 An archive is input we did not write, so every member is checked before anything is written:
 
 - no absolute names, no ``..`` that climbs out of the destination;
-- symbolic and hard links only to targets inside the destination (no absolute link targets);
+- symbolic and hard links only to targets inside the destination (no absolute link targets),
+  judged after following the archive's own symlinks (a chain of links that are each harmless
+  alone, or a member written through a linked folder, cannot climb out either);
 - no device files, FIFOs or other special members.
 
 Any violation raises :class:`ArchiveError` naming the member, and nothing is extracted. Tar
@@ -44,16 +46,51 @@ def _inside(name: str) -> bool:
     return normal != ".." and not normal.startswith("../")
 
 
+def _resolve(name: str, links: dict[str, str], follow_last: bool = True) -> str | None:
+    """Where the archive-relative path ``name`` lands once the archive's own symlinks (``links``:
+    normalised member name -> link target) are followed, as the file system will; None if that is
+    outside the destination (or a symlink loop). ``follow_last``: follow a link in the last part too."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    out: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(part)
+        target = links.get("/".join(out))
+        if target is not None and (parts or follow_last):
+            hops += 1
+            if hops > 40 or target.startswith("/"):  # the kernel's ELOOP limit is 40 too
+                return None
+            out.pop()
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return "/".join(out)
+
+
 def _check_tar(archive: Path, tar: tarfile.TarFile) -> None:
-    for m in tar.getmembers():
+    members = tar.getmembers()
+    # Every symlink of the archive, wherever it comes: a member written through one, or a link
+    # aimed through one, is judged by where it really lands (``a/up -> ..`` then ``a/up2 -> up/..``).
+    links = {posixpath.normpath(m.name): m.linkname for m in members if m.issym()}
+    for m in members:
         if not _inside(m.name):
             raise ArchiveError(f"{archive}: member {m.name!r} would be written outside the destination")
+        if _resolve(m.name, links, follow_last=False) is None:
+            raise ArchiveError(f"{archive}: member {m.name!r} would be written outside the destination or "
+                               "into a symlink loop, through the archive's own links")
         if m.issym():
             target = posixpath.join(posixpath.dirname(m.name), m.linkname)
             if m.linkname.startswith("/") or not _inside(target):
                 raise ArchiveError(f"{archive}: symlink {m.name!r} -> {m.linkname!r} points outside the destination")
+            if _resolve(target, links) is None:
+                raise ArchiveError(f"{archive}: symlink {m.name!r} -> {m.linkname!r} points outside the destination "
+                                   "or into a symlink loop once the archive's other links are followed")
         elif m.islnk():
-            if not _inside(m.linkname):
+            if not _inside(m.linkname) or _resolve(m.linkname, links) is None:
                 raise ArchiveError(f"{archive}: hard link {m.name!r} -> {m.linkname!r} points outside the destination")
         elif not (m.isfile() or m.isdir()):
             raise ArchiveError(f"{archive}: member {m.name!r} is a device, FIFO or other special file")
@@ -89,6 +126,8 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
                 tar.extractall(dest, filter="data")
             else:  # Python without extraction filters: the checks above are the guard
                 tar.extractall(dest)
+    except getattr(tarfile, "FilterError", ()) as exc:  # the data filter caught what the checks above let through
+        raise ArchiveError(f"{archive}: unsafe member refused while extracting ({exc})") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise ArchiveError(f"{archive}: not a readable tar or zip archive ({exc})") from None
     return dest

@@ -9,8 +9,8 @@
 real archives unpack to ``caltech-101/101_ObjectCategories``; torchvision expects
 ``<root>/caltech101/101_ObjectCategories``). Classes are the sorted folder names (the class index
 is the position among the kept folders). Every regular, non-hidden file of a class folder is
-listed whatever its suffix (real Caltech-256 has a few stray files): decoding later decides, and
-unreadable files are skipped with a reason. Class names are the folder names without the
+listed whatever its suffix (real Caltech-256 has a few stray files), and so is a dangling or
+looping symbolic link: decoding later decides, and unreadable files are skipped with a reason. Class names are the folder names without the
 ``NNN.`` prefix for Caltech-256.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from zfnet.data.imagenet import LayoutError, Sample
+from zfnet.data.imagenet import LayoutError, Sample, listed_file
 
 CALTECH101_DIR = "101_ObjectCategories"
 CALTECH256_DIR = "256_ObjectCategories"
@@ -56,7 +56,7 @@ def find_folder(root: str | Path, name: str, depth: int = 3) -> Path:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if listed_file(p) and not p.name.startswith("."))
 
 
 def _read(folder: Path, excluded: tuple[str, ...], strip_number: bool) -> Categories:
@@ -71,7 +71,9 @@ def _read(folder: Path, excluded: tuple[str, ...], strip_number: bool) -> Catego
         samples += [Sample(f, len(classes), None) for f in files]
         classes.append(name)
     if len(classes) < 2:
-        raise LayoutError(f"{folder}: expected at least 2 class folders with images, found {len(classes)}")
+        loose = sum(1 for p in folder.iterdir() if listed_file(p) and not p.name.startswith("."))
+        raise LayoutError(f"{folder}: expected at least 2 class folders of images ({folder.name}/<class>/<image>), "
+                          f"found {len(classes)}" + (f"; found {loose} files directly in {folder.name}/" if loose else ""))
     return Categories(classes, samples)
 
 

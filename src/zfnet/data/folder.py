@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from zfnet.data.imagenet import listed_file
 from zfnet.data.images import BadImage, load_rgb, resize_center_crop
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class ImageFiles:
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or folder")
         files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+            p for p in root.rglob("*") if listed_file(p) and not p.name.startswith(".")
         )
         crops, self._paths, self.skipped = [], [], []
         for path in files:

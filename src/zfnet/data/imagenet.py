@@ -12,7 +12,7 @@ Train images are ``train/<wnid>/*``. Val images are either ``val/<wnid>/*`` (tor
 layout) or flat ``val/*``, labelled by ``LOC_val_solution.csv`` (first wnid of the image) or by a
 Caffe-style ``val.txt`` in ``root`` or ``root/val`` (``<filename> <index>``, the index in sorted
 wnid order). Every regular, non-hidden file in a class folder is yielded (whatever its suffix),
-so preprocessing can report unreadable files with a reason; a layout that does not match
+and so is a dangling or looping symbolic link, so preprocessing can report unreadable files with a reason; a layout that does not match
 raises :class:`LayoutError` naming what was expected where.
 """
 
@@ -59,7 +59,7 @@ def _class_folders(split_dir: Path, split: str) -> list[os.DirEntry]:
     if not split_dir.is_dir():
         raise LayoutError(f"{split_dir}: expected the {split} folder ({split}/<wnid>/*.JPEG), found none")
     entries = _entries(split_dir)
-    folders = [e for e in entries if e.is_dir()]
+    folders = [e for e in entries if _is_dir(e)]
     if not folders:
         loose = f"; found {len(entries)} files directly in {split}/" if entries else ""
         raise LayoutError(f"{split_dir}: expected one folder per class ({split}/<wnid>/*.JPEG), found none{loose}")
@@ -110,9 +110,27 @@ def _first_box(prediction: str | None, wnid: str) -> BoxT | None:
     return None
 
 
+def listed_file(entry: os.DirEntry | Path) -> bool:
+    """Whether a folder entry is listed as an image to decode: a regular file, or a symbolic link
+    that leads to no folder (dangling, or a loop), so that decoding reports it with its reason
+    instead of it vanishing unnoticed. Folders (symlinked or not) are never listed."""
+    try:
+        return entry.is_file() or (entry.is_symlink() and not entry.is_dir())
+    except OSError:  # a symlink loop: os.DirEntry.is_file raises ELOOP (pathlib returns False)
+        return entry.is_symlink()
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, False for a symlink loop (where ``os.DirEntry.is_dir`` raises ELOOP)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _files(folder: Path) -> Iterator[os.DirEntry]:
-    """The regular, non-hidden files of ``folder``, sorted by name."""
-    return (e for e in _entries(folder) if e.is_file())
+    """The listed (:func:`listed_file`), non-hidden files of ``folder``, sorted by name."""
+    return (e for e in _entries(folder) if listed_file(e))
 
 
 def _iter_folders(
@@ -197,7 +215,7 @@ def _is_foldered(val_dir: Path) -> bool:
     if not val_dir.is_dir():
         raise LayoutError(f"{val_dir}: expected the val folder (val/<wnid>/*.JPEG or val/*.JPEG), found none")
     with os.scandir(val_dir) as it:
-        return any(e.is_dir() and not e.name.startswith(".") for e in it)
+        return any(_is_dir(e) and not e.name.startswith(".") for e in it)
 
 
 def count_split(root: str | Path, split: str) -> int:

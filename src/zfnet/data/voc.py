@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from zfnet.data.caltech import find_folder
@@ -73,6 +74,8 @@ def read_split(root: str | Path, split: str) -> VocSplit:
             if len(parts) != 2 or parts[0] not in index or parts[1] not in ("1", "0", "-1"):
                 raise LayoutError(f"{path}:{line_no}: expected '<id of {split}.txt> <1|0|-1>', got {line!r}")
             targets[index[parts[0]], c] = int(parts[1])
+    if not (voc / "JPEGImages").is_dir():
+        raise LayoutError(f"{voc}: expected the images as JPEGImages/<id>.jpg, found no JPEGImages folder")
     paths = [voc / "JPEGImages" / f"{i}.jpg" for i in ids]
     return VocSplit(VOC_CLASSES, ids, paths, targets)
 
@@ -81,8 +84,12 @@ def read_annotation(path: str | Path) -> list[VocObject]:
     """The objects of one ``Annotations/<id>.xml``; boxes converted to 0-based continuous pixels."""
     try:
         tree = SafeET.parse(str(path))
+    except DefusedXmlException as exc:  # entity declarations (billion laughs), external entities, DTDs
+        raise LayoutError(f"{path}: refused a hostile VOC annotation ({type(exc).__name__}: {exc})") from None
     except (SafeET.ParseError, OSError) as exc:
         raise LayoutError(f"{path}: not a readable VOC annotation ({exc})") from None
+    if tree.getroot().tag != "annotation":
+        raise LayoutError(f"{path}: expected a VOC annotation (<annotation> root), found <{tree.getroot().tag}>")
     objects = []
     for obj in tree.getroot().iter("object"):
         box = obj.find("bndbox")

@@ -27,21 +27,27 @@ def main(cfg: Config, variant: str) -> None:
     from zfnet import tracking
     from zfnet.experiments.ablation import train_variant
     from zfnet.experiments.variants import VARIANTS
+    from zfnet.train.loop import RESUME_FILE
 
     if variant not in VARIANTS:
         raise ConfigError(f"ablate: unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     out_dir, state_dir = MODELS_ABLATION / variant, STATE / "ablate" / variant
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    with tracking.stage_run(cfg, "ablate", variant=variant):
+    with tracking.stage_run(cfg, "ablate", variant=variant) as run:
+        epoch_log = tracking.EpochLog(run.info.run_id)  # a tracking outage does not stop training
         result = train_variant(
             cfg, variant, PREPARED, out_dir, state_dir,
-            on_epoch=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]),
+            on_epoch=lambda r: epoch_log.log({k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]),
         )
         metrics = {"variant": variant, **result["metrics"]}
         write_json(METRICS / "ablate" / f"{variant}.json", metrics)
-        mlflow.log_metrics({f"final_{k}": v for k, v in result["metrics"].items()})
-    shutil.rmtree(state_dir)  # finished: a forced rerun trains afresh
+        epoch_log.close()
+        final = {f"final_{k}": v for k, v in result["metrics"].items()}
+        tracking.retry(lambda: mlflow.log_metrics(final), "logging the final metrics")
+    # Finished: a forced rerun trains afresh (the resume state first, as in the train stage).
+    (state_dir / RESUME_FILE).unlink(missing_ok=True)
+    shutil.rmtree(state_dir)
 
 
 if __name__ == "__main__":

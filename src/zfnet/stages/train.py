@@ -26,7 +26,7 @@ from zfnet.config import Config
 from zfnet.data.shards import ShardDataset, data_id, load_mean
 from zfnet.stages.common import METRICS, MODELS, PLOTS, PREPARED, STATE, run_stage, write_json
 from zfnet.train import distributed
-from zfnet.train.loop import config_fingerprint, fit, resolve_device
+from zfnet.train.loop import RESUME_FILE, config_fingerprint, fit, resolve_device
 
 log = logging.getLogger("zfnet.stages.train")
 
@@ -101,11 +101,13 @@ def train_and_log(cfg: Config) -> None:
         write_json(run_file, {"fingerprint": fingerprint, "run_id": run.info.run_id})
 
         # A resumed run already holds the epochs logged before the crash: log each epoch once.
-        logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_top1_error")}
+        history_of = lambda: mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_top1_error")  # noqa: E731
+        logged = {m.step for m in tracking.retry(history_of, "reading the logged epochs")}
+        epoch_log = tracking.EpochLog(run.info.run_id)  # a tracking outage does not stop training
 
         def on_epoch(record: dict) -> None:
             if record["epoch"] not in logged:
-                mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+                epoch_log.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
         result = fit(
             cfg,
@@ -136,14 +138,25 @@ def train_and_log(cfg: Config) -> None:
             "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
         }
         write_json(METRICS / "train.json", metrics)
-        mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-        mlflow.log_artifact(str(PLOTS / "train.csv"), "plots")
-        mlflow.log_artifact(str(PLOTS / "train_curves.png"), "plots")
         model_file = MODELS / "model.pt"
-        mlflow.set_tags({"model_path": str(model_file), "model_md5": file_md5(model_file)})
-        if cfg.tracking.log_model:
-            _log_model(result["model"], cfg)
-    shutil.rmtree(state_dir)  # finished: a forced rerun trains afresh
+        try:
+            epoch_log.close()
+            tracking.retry(lambda: mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()}), "logging the final metrics")
+            for plot in ("train.csv", "train_curves.png"):
+                tracking.retry(lambda: mlflow.log_artifact(str(PLOTS / plot), "plots"), f"logging plots/{plot}")
+            tags = {"model_path": str(model_file), "model_md5": file_md5(model_file)}
+            tracking.retry(lambda: mlflow.set_tags(tags), "tagging the run")
+            if cfg.tracking.log_model:
+                tracking.retry(lambda: _log_model(result["model"], cfg), "logging the model")
+        except tracking.TrackingError as exc:
+            raise tracking.TrackingError(
+                f"{exc}. Training finished and its outs are written ({MODELS}/, {METRICS / 'train.json'}); rerun the "
+                f"stage once the store answers: it resumes after epoch {final['epoch']} without training and logs the rest"
+            ) from None
+    # Finished: a forced rerun trains afresh. The resume state goes first: a crash while the rest
+    # is removed then means a fresh start, never a resume state whose milestones are gone.
+    (state_dir / RESUME_FILE).unlink(missing_ok=True)
+    shutil.rmtree(state_dir)
     log.info("trained in %.1fs: %s", time.perf_counter() - t0, metrics)
 
 

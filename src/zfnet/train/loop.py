@@ -33,7 +33,7 @@ from zfnet.config import Config
 from zfnet.data.transforms import normalize, random_crops, ten_crops, center_crop
 from zfnet.models import ConvNet, build
 from zfnet.train import distributed
-from zfnet.train.checkpoint import FORMAT, atomic_save
+from zfnet.train.checkpoint import FORMAT, atomic_copy, atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +346,6 @@ def fit(
         shutil.rmtree(milestones_dir)
     milestones_dir.mkdir(parents=True)
     for epoch in t.milestones:
-        shutil.copy2(state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
+        atomic_copy(state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
     atomic_save(checkpoint(t.epochs), out_dir / "model.pt")
     return {"history": history, "model": model, "final": history[-1]}

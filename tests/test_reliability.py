@@ -219,6 +219,56 @@ def test_kill_9_at_random_points_then_rerun_equals_an_uninterrupted_run(prepared
     assert [s for s, _ in ha["val_top1_error"]] == list(range(1, EPOCHS + 1))
 
 
+# --- untrusted checkpoints ------------------------------------------------------------------------
+
+class RunsCode:
+    """A pickle that runs a shell command when unpickled without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_tampered_or_foreign_checkpoints_are_refused_with_a_reason(tmp_path):
+    """Loaded with weights_only=True after the zip CRCs are checked: no code runs, changed bytes are caught."""
+    from zfnet.config import ModelConfig
+    from zfnet.models import build
+    from zfnet.train.checkpoint import FORMAT, CheckpointError, atomic_save
+
+    model = build(ModelConfig(widths=[8, 16, 16, 16, 8], fc_sizes=[32, 32]), 4, 56)
+    good = tmp_path / "good.pt"
+    atomic_save({"format": FORMAT, "epoch": 3, "model": model.state_dict()}, good)
+    data = good.read_bytes()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in load_checkpoint(good)["model"].items())
+    weights = data.find(model.state_dict()["features.conv1.conv.weight"].numpy().tobytes()[:64])
+    assert weights > 0
+    flipped = bytearray(data)
+    flipped[weights + 10] ^= 0x01  # one bit of one weight
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "epoch": 1, "model": RunsCode(marker)}, evil)
+    cases = {
+        "flipped.pt": (bytes(flipped), "fails its CRC-32 check, the file was modified or corrupted"),
+        "truncated.pt": (data[: len(data) // 2], "refused"),
+        "empty.pt": (b"", "refused to load as a zfnet checkpoint (weights_only=True)"),
+        "random.pt": (bytes(random.Random(0).getrandbits(8) for _ in range(4096)), "refused"),
+        "evil.pt": (evil.read_bytes(), "refused to load as a zfnet checkpoint (weights_only=True): Weights only load failed"),
+    }
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": model.state_dict()}, foreign)
+    cases["foreign.pt"] = (foreign.read_bytes(), "not a zfnet checkpoint (expected format 'zfnet-checkpoint-v1')")
+    for name, (content, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: ") and reason in message and "\n" not in message, (name, message)
+    assert not marker.exists(), "unpickling ran code"
+
+
 # --- concurrency ----------------------------------------------------------------------------------
 
 def train_runs(client: mlflow.MlflowClient) -> dict[int, mlflow.entities.Run]:
@@ -384,7 +434,8 @@ def test_tracking_outage_mid_training(prepared, tmp_path):
         cut_at = {}
         deadline = time.time() + 300
         while not {"b", "restored"} <= cut_at.keys():
-            assert all(p.poll() is None for p in procs.values()), "a stage ended before its outage"
+            ended = [name for name, p in procs.items() if p.poll() is not None]
+            assert not ended, f"stage {ended[0]} ended before its outage: {procs[ended[0]].stderr.read()[-2000:]}"
             assert time.time() < deadline, f"timed out: {cut_at}"
             for name, state, link in (("a", state_a, link_a), ("b", state_b, link_b)):
                 if name not in cut_at and saved_epoch(state) >= 2:

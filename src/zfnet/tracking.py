@@ -154,11 +154,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _one_http_try() -> Iterator[None]:
+def _one_http_try(timeout: int | None = 10) -> Iterator[None]:
     """MLflow's HTTP calls without its own retries (minutes of backoff with its defaults) and
-    with a 10 s timeout, unless the user set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``..._TIMEOUT``:
-    the callers here give up at once (:func:`connect`) or keep their own schedule (:func:`retry`)."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    with a ``timeout`` in seconds (None: MLflow's, 120 s, for uploads), unless the user set
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``..._TIMEOUT``: the callers here give up at once
+    (:func:`connect`) or keep their own schedule (:func:`retry`)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    if timeout is not None:
+        quick["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
     unset = [k for k in quick if k not in os.environ]
     os.environ.update({k: quick[k] for k in unset})
     try:
@@ -183,14 +186,15 @@ def _schedule() -> tuple[int, float]:
     return values[0], values[1]
 
 
-def retry(call: Callable[[], T], what: str, tries: int | None = None) -> T:
+def retry(call: Callable[[], T], what: str, tries: int | None = None, timeout: int | None = 10) -> T:
     """``call()`` (one MLflow call), tried again after a failure of the store.
 
     Up to ``tries`` tries (default ``ZFNET_TRACKING_TRIES``), waiting ``ZFNET_TRACKING_DELAY``
     seconds after the first failure and twice as long after each next one (at most 60 s): with
     the defaults 2 + 4 + 8 + 16 = 30 s before giving up, enough for a server restart or a SQLite
     file locked by another writer. Each failure is logged as a warning naming ``what``; the
-    last raises :class:`TrackingError`.
+    last raises :class:`TrackingError`. ``timeout``: seconds an HTTP request may take (None for
+    MLflow's default, for uploads of artifacts and models).
     """
     import mlflow
 
@@ -198,7 +202,7 @@ def retry(call: Callable[[], T], what: str, tries: int | None = None) -> T:
     tries = default_tries if tries is None else tries
     for attempt in range(1, tries + 1):
         try:
-            with _one_http_try():
+            with _one_http_try(timeout):
                 return call()
         except Exception as exc:  # a refused connection, HTTP 5xx, "database is locked", a timeout
             if attempt == tries:

@@ -143,11 +143,12 @@ def train_and_log(cfg: Config) -> None:
             epoch_log.close()
             tracking.retry(lambda: mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()}), "logging the final metrics")
             for plot in ("train.csv", "train_curves.png"):
-                tracking.retry(lambda: mlflow.log_artifact(str(PLOTS / plot), "plots"), f"logging plots/{plot}")
+                tracking.retry(lambda: mlflow.log_artifact(str(PLOTS / plot), "plots"), f"logging plots/{plot}",
+                               timeout=None)
             tags = {"model_path": str(model_file), "model_md5": file_md5(model_file)}
             tracking.retry(lambda: mlflow.set_tags(tags), "tagging the run")
             if cfg.tracking.log_model:
-                tracking.retry(lambda: _log_model(result["model"], cfg), "logging the model")
+                tracking.retry(lambda: _log_model(result["model"], cfg), "logging the model", timeout=None)
         except tracking.TrackingError as exc:
             raise tracking.TrackingError(
                 f"{exc}. Training finished and its outs are written ({MODELS}/, {METRICS / 'train.json'}); rerun the "

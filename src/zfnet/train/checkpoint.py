@@ -1,7 +1,7 @@
 """Checkpoints: atomic writes, safe loads, and the model they describe.
 
 A checkpoint is a ``torch.save``'d dict of plain types and tensors only, so it loads with
-``torch.load(weights_only=True)``:
+``torch.load(weights_only=True)`` (after the CRC-32s of its zip members are checked):
 
 ``{"format": "zfnet-checkpoint-v1", "epoch": int, "model": state_dict,
 "model_config": dict (ModelConfig fields), "num_classes": int, "input_size": int,
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,26 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
         raise
 
 
+def _check_crcs(path: Path) -> None:
+    """A ``torch.save`` file is a zip whose members carry CRC-32s that ``torch.load`` never checks:
+    check them, so changed or corrupted tensor bytes are refused instead of loading as other weights."""
+    if not zipfile.is_zipfile(path):
+        return  # not a zip at all: torch.load says what it is
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: refused: not a readable zip archive ({exc})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: refused: {bad} inside fails its CRC-32 check, the file was modified or corrupted")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a zfnet checkpoint with ``weights_only=True``; raise :class:`CheckpointError` if unsafe or foreign."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    _check_crcs(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle refusing a global, a truncated zip, not a torch file at all

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 SUBCOMMAND_MODULES = ("zfnet.cli_config", "zfnet.viz.command", "zfnet.retrain_command", "zfnet.viz.analysis_command", "zfnet.runs_command",
-                      "zfnet.experiments.ablation_command")
+                      "zfnet.experiments.ablation_command", "zfnet.bench.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,1 +1,7 @@
-"""Benchmarks of the library's hot paths (run as ``python -m zfnet.bench.<name>``)."""
+"""``zfnet bench``: the library's hot paths measured against this machine's limits and peer tools.
+
+:mod:`~zfnet.bench.command` runs the sections and prints the report; each section lives in its own
+module (:mod:`~zfnet.bench.gemm`, :mod:`~zfnet.bench.train`, :mod:`~zfnet.bench.data`,
+:mod:`~zfnet.bench.deconv`, :mod:`~zfnet.bench.occlusion`, :mod:`~zfnet.bench.repro`) and times with
+:mod:`~zfnet.bench.timing`. Results and targets: docs/benchmarks.md.
+"""

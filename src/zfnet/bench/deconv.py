@@ -1,45 +1,29 @@
-"""Benchmark: the batched deconvnet vs one neuron at a time, and the top-9 pass vs plain inference.
+"""The batched deconvnet against one neuron at a time, and the top-9 pass against plain inference.
 
-``python -m zfnet.bench.deconv [--full] [--images N] [--device cuda]``
-
-1. Project the strongest activation of every conv5 map in each of N images (N x C5 neurons) with
-   one :meth:`Deconvnet.project` call, against a loop that computes each neuron's projection as the
-   gradient with the deconvnet ReLU rule (a forward and a backward per neuron). The loop is timed on
-   at most ``loop_neurons`` neurons and its per-neuron time extrapolated.
-2. One :func:`~zfnet.viz.top9.top9` pass (all five layers recorded) against plain inference
-   (``model(x)``) over the same batches.
+- **deconv**: project the strongest activation of every map of ``layer`` in each of N images
+  (N x C neurons) with one :meth:`Deconvnet.project` call, against a loop that computes each
+  neuron's projection as the input gradient with the deconvnet ReLU rule, times the activation (a
+  forward and a backward per neuron; DESIGN.md's oracle). The loop is timed on at most
+  ``loop_neurons`` neurons, spread over images and channels, each neuron its own contender in the
+  race (its best round kept), and the mean time per neuron extrapolated to all.
+- **top9**: one :func:`~zfnet.viz.top9.top9` pass (all five conv layers recorded) against
+  ``model(x)`` under ``inference_mode`` over the same batches.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from zfnet.models import ConvNet, zfnet
+from zfnet.bench.timing import Rounds, race, target
+from zfnet.bench.train import model_macs
+from zfnet.models import ConvNet
 from zfnet.viz import Deconvnet
 from zfnet.viz.deconvnet import forward_to
 from zfnet.viz.top9 import top9
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
-    """Best wall time of ``repeats`` calls of ``fn`` (after one warm-up), in seconds."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 @contextlib.contextmanager
@@ -68,91 +52,96 @@ def gradient_projection(model: ConvNet, image: torch.Tensor, layer: str, channel
     return grad[0] * unit.detach()
 
 
-def bench_deconv(
-    model: ConvNet,
-    images: torch.Tensor,
-    pass_images: torch.Tensor | None = None,
-    layer: str = "conv5",
-    batch_size: int = 64,
-    loop_neurons: int = 64,
-    max_batch: int = 256,
-) -> dict:
-    """Time the batched deconvnet against the per-neuron gradient loop, and top-9 against inference.
+def bench_deconv(model: ConvNet, images: torch.Tensor, layer: str, max_batch: int, loop_neurons: int,
+                 rounds: Rounds, label: str) -> tuple[dict, list[dict]]:
+    """Time the batched deconvnet against the per-neuron gradient loop (one :func:`race`).
 
     Args:
         model: the convnet (eval mode, on the device to time).
-        images: ``(N, 3, H, W)`` preprocessed input on the same device; all ``N x C`` maps are projected.
-        pass_images: images of the top-9 / inference passes (default: ``images``).
-        layer: layer whose every map is projected.
-        batch_size: batch size of the top-9 / inference passes over ``images``.
-        loop_neurons: neurons timed in the per-neuron loop (its time is extrapolated to all).
-        max_batch: deconvnet chunk size.
+        images: ``(N, 3, H, W)`` preprocessed input on that device; all ``N x C`` maps of ``layer`` are projected.
+        layer: the layer whose every map is projected.
+        max_batch: the deconvnet's chunk size (``viz.max_batch``).
+        loop_neurons: neurons timed in the loop (its time is extrapolated to all ``N x C``).
+        rounds: the race's rounds (best kept).
+        label: the model's name in the target check.
 
-    Returns seconds and ratios: ``deconv_batched_s``, ``deconv_loop_s`` (extrapolated),
-    ``deconv_speedup``, ``top9_s``, ``inference_s``, ``top9_over_inference``, and the sizes.
+    Returns seconds (``batched_s``, ``loop_s`` extrapolated), ``speedup``, the achieved GFLOP/s of
+    each (conv MACs up to ``layer`` x 2: the batched call runs one forward per image and one descent
+    through the transposed filters per neuron, the loop a forward and an input gradient per neuron),
+    ``flop_ratio`` (loop FLOPs / batched FLOPs: the speed-up if both ran at the same FLOP/s) and the
+    sizes; and the target check (speed-up >= 20).
     """
-    device = images.device
     channels = list(range(model.layer(layer).spec.out_channels))
     neurons = [(i, c) for i in range(len(images)) for c in channels]
+    timed_neurons = neurons[:: max(1, len(neurons) // loop_neurons)][:loop_neurons]
     deconvnet = Deconvnet(model, max_batch)
-    batched = _timed(lambda: deconvnet.project(images, layer, channels, mode="max"), device)
-    timed = neurons[:: max(1, len(neurons) // loop_neurons)][:loop_neurons]
-    with deconvnet_relu_rule(model):
-        loop = _timed(lambda: [gradient_projection(model, images[i], layer, c) for i, c in timed], device, repeats=1)
-    loop_all = loop / len(timed) * len(neurons)
 
-    pass_images = images if pass_images is None else pass_images
-    batches = [(pass_images[i : i + batch_size], torch.arange(i, min(i + batch_size, len(pass_images))))
-               for i in range(0, len(pass_images), batch_size)]
+    def one(i: int, c: int):
+        def run() -> None:
+            with deconvnet_relu_rule(model):
+                gradient_projection(model, images[i], layer, c)
+
+        return run
+
+    contenders = {"batched": lambda: deconvnet.project(images, layer, channels, mode="max")}
+    contenders.update({f"neuron {i}/{c}": one(i, c) for i, c in timed_neurons})
+    seconds = race(contenders, images.device, rounds)
+    loop_all = sum(seconds[f"neuron {i}/{c}"] for i, c in timed_neurons) / len(timed_neurons) * len(neurons)
+    names = [name for name, _ in model.features.named_children()]
+    macs = model_macs(model)
+    below = sum(macs[f"features.{name}.conv"] for name in names[: names.index(layer) + 1])  # per image, to layer
+    batched_gflop = 2 * below * (len(images) + len(neurons)) / 1e9  # the forward, then one descent per neuron
+    loop_gflop = 4 * below * len(neurons) / 1e9  # per neuron: a forward and an input gradient
+    result = {
+        "layer": layer,
+        "images": len(images),
+        "input_size": images.shape[-1],
+        "neurons": len(neurons),
+        "loop_timed_neurons": len(timed_neurons),
+        "batched_s": seconds["batched"],
+        "loop_s": loop_all,
+        "batched_neurons_per_s": len(neurons) / seconds["batched"],
+        "loop_neurons_per_s": len(neurons) / loop_all,
+        "speedup": loop_all / seconds["batched"],
+        "batched_gflops": batched_gflop / seconds["batched"],
+        "loop_gflops": loop_gflop / loop_all,
+        "flop_ratio": loop_gflop / batched_gflop,
+    }
+    return result, [target(f"{label}: deconvnet batched speed-up over the per-neuron loop", result["speedup"], ">=",
+                           20)]
+
+
+def bench_top9(model: ConvNet, images: torch.Tensor, batch_size: int, rounds: Rounds,
+               label: str) -> tuple[dict, list[dict]]:
+    """Time one top-9 pass (all conv layers) against plain inference over the same batches (one :func:`race`).
+
+    Args:
+        model: the convnet (eval mode, on the device to time).
+        images: ``(N, 3, H, W)`` preprocessed input on that device.
+        batch_size: images per forward (``viz.batch_size``).
+        rounds: the race's rounds (best kept).
+        label: the model's name in the target check.
+
+    Returns seconds (``top9_s``, ``inference_s``), ``top9_over_inference`` and the sizes, and the
+    target check (ratio <= 1.2).
+    """
+    batches = [(images[i : i + batch_size], torch.arange(i, min(i + batch_size, len(images))))
+               for i in range(0, len(images), batch_size)]
 
     @torch.inference_mode()
     def inference() -> None:
         for x, _ in batches:
             model(x)
 
-    top9_s = _timed(lambda: top9(model, batches), device)
-    inference_s = _timed(inference, device)
-    return {
-        "layer": layer,
+    seconds = race({"top9": lambda: top9(model, batches), "inference": inference}, images.device, rounds)
+    result = {
         "images": len(images),
-        "neurons": len(neurons),
-        "pass_images": len(pass_images),
         "input_size": images.shape[-1],
-        "device": str(device),
-        "deconv_batched_s": batched,
-        "deconv_loop_s": loop_all,
-        "deconv_loop_timed_neurons": len(timed),
-        "deconv_speedup": loop_all / batched,
-        "top9_s": top9_s,
-        "inference_s": inference_s,
-        "top9_over_inference": top9_s / inference_s,
+        "batch": batch_size,
+        "top9_s": seconds["top9"],
+        "inference_s": seconds["inference"],
+        "top9_images_per_s": len(images) / seconds["top9"],
+        "inference_images_per_s": len(images) / seconds["inference"],
+        "top9_over_inference": seconds["top9"] / seconds["inference"],
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="full ZFNet at 224 (default: ZFNet-small at 64)")
-    parser.add_argument("--images", type=int, default=9, help="images whose conv5 maps are all projected")
-    parser.add_argument("--pass-images", type=int, default=512, help="images in the top-9 / inference passes")
-    parser.add_argument("--loop-neurons", type=int, default=64, help="neurons timed in the per-neuron loop")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    if args.full:
-        model = zfnet(1000)
-    else:
-        model = zfnet(10, widths=(24, 64, 96, 96, 64), fc_sizes=(512, 512), input_size=64)
-    model = model.to(device).eval()
-    size = model.input_size
-    result = bench_deconv(
-        model,
-        torch.randn(args.images, 3, size, size, device=device),
-        torch.randn(args.pass_images, 3, size, size, device=device),
-        loop_neurons=args.loop_neurons,
-    )
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return result, [target(f"{label}: top-9 pass time / inference time", result["top9_over_inference"], "<=", 1.2)]

@@ -1,0 +1,84 @@
+"""The machine's measured matrix-multiply peak (fp32, and bf16), the yardstick of training FLOP/s.
+
+Peak = the best achieved FLOP/s of square ``torch.mm`` (``2 n^3`` FLOPs) over a few sizes; the
+largest sizes usually win, small ones fit in cache and can too. bf16 is timed as well, but on a
+CPU without native bf16 GEMM (AVX512-BF16 or AMX; BF16 on Arm) it runs through a slow fallback,
+so it is timed only on small sizes there and reported as not native.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from zfnet.bench.timing import Rounds, timed
+
+
+def cpu_name() -> str:
+    """The CPU model as ``/proc/cpuinfo`` names it (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> dict[str, bool]:
+    """The SIMD features that decide fp32 and bf16 GEMM speed, as torch detects them."""
+    caps = getattr(torch._C._cpu, "_get_cpu_capability", dict)()
+    caps = caps if isinstance(caps, dict) else {}
+    names = ("avx2", "fma3", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "avx_vnni", "avx_ne_convert")
+    return {name: bool(caps.get(name, False)) for name in names}
+
+
+def bf16_support(device: torch.device) -> dict:
+    """Whether ``device`` multiplies bf16 natively: ``{"native": bool, "why": str}``."""
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return {"native": native, "why": f"{torch.cuda.get_device_name(device)}: "
+                + ("bf16 tensor cores" if native else "no bf16 tensor cores (compute capability < 8.0)")}
+    feats = cpu_features()
+    if feats["amx_bf16"] or feats["avx512_bf16"]:
+        return {"native": True, "why": "CPU has " + " and ".join(n for n in ("amx_bf16", "avx512_bf16") if feats[n])}
+    if platform.machine() in ("aarch64", "arm64") and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return {"native": True, "why": "Arm CPU with BF16 instructions"}
+    have = "AVX-512" if feats["avx512_f"] else "AVX2+FMA" if feats["avx2"] else "no AVX2"
+    return {"native": False, "why": f"CPU has {have}, no AVX512-BF16 and no AMX: bf16 GEMM is emulated"}
+
+
+def gemm_gflops(n: int, dtype: torch.dtype, device: torch.device, rounds: Rounds) -> float:
+    """Achieved GFLOP/s of one ``(n, n) @ (n, n)`` ``torch.mm`` in ``dtype``, best of ``rounds``."""
+    gen = torch.Generator(device=device).manual_seed(n)
+    a = torch.randn(n, n, generator=gen, device=device).to(dtype)
+    b = torch.randn(n, n, generator=gen, device=device).to(dtype)
+    return 2 * n**3 / timed(lambda: torch.mm(a, b), device, rounds) / 1e9
+
+
+def bench_gemm(device: torch.device, sizes: Sequence[int], slow_sizes: Sequence[int], rounds: Rounds) -> dict:
+    """The fp32 and bf16 GEMM peaks of ``device``.
+
+    Args:
+        sizes: matrix sides timed in fp32 (and bf16 where native).
+        slow_sizes: the sides timed in bf16 where it is not native (the fallback is ~100x slower).
+        rounds: timed calls per size (best kept).
+
+    Returns ``fp32_gflops`` / ``bf16_gflops`` (the best over sizes), ``fp32_by_size`` /
+    ``bf16_by_size`` (``{n: GFLOP/s}``), ``bf16_native``, ``bf16_why``, ``bf16_over_fp32``.
+    """
+    support = bf16_support(device)
+    fp32 = {n: gemm_gflops(n, torch.float32, device, rounds) for n in sizes}
+    bf16 = {n: gemm_gflops(n, torch.bfloat16, device, rounds) for n in (sizes if support["native"] else slow_sizes)}
+    return {
+        "fp32_gflops": max(fp32.values()),
+        "fp32_by_size": fp32,
+        "bf16_gflops": max(bf16.values()),
+        "bf16_by_size": bf16,
+        "bf16_native": support["native"],
+        "bf16_why": support["why"],
+        "bf16_over_fp32": max(bf16.values()) / max(fp32.values()),
+    }

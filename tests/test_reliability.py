@@ -30,8 +30,8 @@ from zfnet.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = [sys.executable, "-m", "zfnet.stages.train"]
-EPOCHS = 8
-MILESTONES = [2, 5, 8]
+EPOCHS = 10
+MILESTONES = [2, 5, 10]
 TIMING_KEYS = {"train_seconds", "epoch_seconds"}  # wall-clock times: the only numbers allowed to differ
 
 
@@ -105,7 +105,7 @@ def stopped(pid: int) -> bool:
 def kill_at(kind: str, proc: subprocess.Popen, root: Path, rng: random.Random) -> str:
     """kill -9 the stage at a random point of the given kind; returns where it landed.
 
-    ``startup``: 0.5-6 s after launch (imports, MLflow setup, loading the resume state).
+    ``startup``: 0.5-6 s after launch, before training starts (imports, MLflow setup).
     ``epoch``: once this run has finished an epoch, 20-250 ms later, inside the next epoch.
     ``write``: inside an atomic checkpoint write: stopped (SIGSTOP) as soon as a temp file
     appears and killed only if the temp file is still there, so the kill is provably mid-write.
@@ -114,9 +114,11 @@ def kill_at(kind: str, proc: subprocess.Popen, root: Path, rng: random.Random) -
     state = root / ".zfnet/state/train"
     start_stamp = resume_stamp(state)
     progressed = lambda: resume_stamp(state) not in (None, start_stamp)  # noqa: E731
-    if kind == "startup":
-        deadline = time.time() + rng.uniform(0.5, 6.0)
-        wait_until(lambda: time.time() >= deadline, proc, "the startup kill")
+    if kind == "startup":  # at a random time, but before training starts (the run file is written just before)
+        deadline, run_file = time.time() + rng.uniform(0.5, 6.0), state / "mlflow_run.json"
+        run_stamp = run_file.stat().st_mtime_ns if run_file.exists() else None
+        training = lambda: run_file.exists() and run_file.stat().st_mtime_ns != run_stamp  # noqa: E731
+        wait_until(lambda: time.time() >= deadline or training(), proc, "the startup kill")
     elif kind == "epoch":
         wait_until(progressed, proc, "an epoch to finish")
         time.sleep(rng.uniform(0.02, 0.25))

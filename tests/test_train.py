@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,20 @@ def test_learning_rate_divergence_is_reported(prepared):
     raw["train"].update(lr=1e6, renormalize=False, warmup_epochs=0)
     with pytest.raises(FloatingPointError, match="train.lr"):
         run_fit(prepared, "div", raw)
+
+
+def test_corrupted_resume_state_is_refused_naming_the_file(prepared):
+    raw = tiny_raw(epochs=2, milestones=(1,))
+    run_fit(prepared, "corrupt", raw)  # a finished run leaves its resume state behind in fit()
+    state = prepared / "corrupt" / "state" / "resume.pt"
+    with zipfile.ZipFile(state) as zf:  # flip one byte inside the largest stored tensor
+        member = max(zf.infolist(), key=lambda m: m.file_size)
+    data = bytearray(state.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[member.header_offset + 26 : member.header_offset + 30])
+    data[member.header_offset + 30 + name_len + extra_len + member.file_size // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"resume\.pt.*delete"):
+        run_fit(prepared, "corrupt", raw)
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):

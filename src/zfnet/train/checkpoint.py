@@ -12,12 +12,13 @@ Resume state (``resume.pt``) adds ``optimizer``, ``scheduler``, ``rng`` and ``hi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import torch
 
@@ -30,17 +31,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, foreign, tampered with or not a zfnet checkpoint."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
-
-    A crash at any point leaves either the old file or the new one, never half of one.
-    """
+@contextlib.contextmanager
+def _atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces ``path`` only once it is complete: written to a
+    temp file in the same folder, fsynced, then renamed over ``path``. A crash at any point leaves
+    either the old file or the new one, never half of one (and no temp file on an exception)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -49,19 +50,33 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`_atomic_file`)."""
+    with _atomic_file(path) as fh:
+        torch.save(obj, fh)
+
+
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    """Copy ``src`` to ``dst`` through a temp file in ``dst``'s folder and a rename (see :func:`atomic_save`)."""
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    """Copy ``src`` to ``dst`` atomically (:func:`_atomic_file`)."""
+    with _atomic_file(dst) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
+
+
+def load_state(path: str | Path) -> dict:
+    """Load a resume state (``resume.pt``) with ``weights_only=True`` after checking its CRCs.
+
+    Raises :class:`CheckpointError` naming the file (and how to start over) if it is corrupted,
+    tampered with or not a torch file; it was written atomically, so that means outside help.
+    """
+    path = Path(path)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _check_crcs(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; delete {path} to train from the start") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: unreadable resume state ({first}); delete it to train from the start") from None
 
 
 def _check_crcs(path: Path) -> None:

@@ -33,7 +33,7 @@ from zfnet.config import Config
 from zfnet.data.transforms import normalize, random_crops, ten_crops, center_crop
 from zfnet.models import ConvNet, build
 from zfnet.train import distributed
-from zfnet.train.checkpoint import FORMAT, atomic_copy, atomic_save
+from zfnet.train.checkpoint import FORMAT, atomic_copy, atomic_save, load_state
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def fit(
 
     resume_path = state_dir / RESUME_FILE
     if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        state = load_state(resume_path)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -57,7 +57,7 @@ def test_quick_json_has_every_section(tmp_path):
             assert {"images_per_s", "step_s", "gflops", "peak_fraction"} <= set(v)
         assert {"conv", "linear", "norm", "optimizer"} <= set(model["breakdown"][model["loop_variant"]]["kinds"])
     assert {"epoch_s", "compute_s", "overhead"} <= set(s["loader"])
-    assert {"decode_images_per_s", "preprocess_images_per_s"} <= set(s["preprocess"])
+    assert {"decode_images_per_s", "preprocess_images_per_s"} <= set(s["preprocess"]["default"])
     assert {"batched_s", "loop_s", "speedup"} <= set(s["deconv"]["default"])
     assert {"top9_s", "inference_s", "top9_over_inference"} <= set(s["top9"]["default"])
     assert {"ours_s", "captum_best_s", "captum_best_over_ours"} <= set(s["occlusion"])

@@ -65,6 +65,7 @@ class Sizes:
     train_per_class: int
     val_per_class: int
     data_rounds: Rounds
+    imagenet_jpegs: int  # preprocess: ImageNet-sized JPEGs per class too (0: none)
     deconv_images: int
     loop_neurons: int
     deconv_224_images: int  # 0: no 224 run
@@ -80,13 +81,14 @@ class Sizes:
 QUICK = Sizes(gemm=(256, 512), gemm_slow=(128,), gemm_rounds=Rounds(2), batch_224=1, batch_default=8,
               train_rounds=Rounds(1, warmup=0), breakdown_rounds=Rounds(1, warmup=0), breakdown_all=False,
               compile=False, classes=3,
-              train_per_class=16, val_per_class=2, data_rounds=Rounds(1, warmup=0), deconv_images=2, loop_neurons=4,
+              train_per_class=16, val_per_class=2, data_rounds=Rounds(1, warmup=0), imagenet_jpegs=0,
+              deconv_images=2, loop_neurons=4,
               deconv_224_images=0, loop_neurons_224=0, occlusion_images=2, captum_settings=(1, 16), top9_images=32,
               top9_224_images=0, viz_rounds=Rounds(1), viz_rounds_224=Rounds(1))
 FULL = Sizes(gemm=(512, 1024, 2048, 4096), gemm_slow=(256, 512), gemm_rounds=Rounds(5, min_seconds=3), batch_224=32,
              batch_default=None, train_rounds=Rounds(3, min_seconds=20), breakdown_rounds=Rounds(3, min_seconds=10),
              breakdown_all=True, compile=True, classes=11, train_per_class=96, val_per_class=4,
-             data_rounds=Rounds(5, min_seconds=30),
+             data_rounds=Rounds(5, min_seconds=30), imagenet_jpegs=16,
              deconv_images=9, loop_neurons=64, deconv_224_images=1, loop_neurons_224=8, occlusion_images=32,
              captum_settings=(1, 4, 16, 64), top9_images=1024, top9_224_images=64, viz_rounds=Rounds(3, min_seconds=15),
              viz_rounds_224=Rounds(2, min_seconds=20, warmup=0))
@@ -195,7 +197,12 @@ class Bench:
     def preprocess(self) -> dict:
         from zfnet.bench.data import bench_preprocess
 
-        return bench_preprocess(self.scratch(), self.sizes.data_rounds)
+        s, scratch = self.sizes, self.scratch()
+        out = {"default": bench_preprocess(scratch, scratch.raw, self.cfg.preprocess.size, s.data_rounds)}
+        if s.imagenet_jpegs:  # ImageNet's typical 500x375 JPEGs, stored at the paper's 256
+            raw = scratch.draw("imagenet-sized", min_side=375, max_side=500, train_per_class=s.imagenet_jpegs)
+            out["imagenet"] = bench_preprocess(scratch, raw, 256, s.data_rounds)
+        return out
 
     def deconv(self) -> dict:
         from zfnet.bench.deconv import bench_deconv
@@ -334,15 +341,16 @@ def _human_train(r: dict) -> list[str]:
     for label, m in r["models"].items():
         out.append(f"ZFNet {label}: {m['input_size']}x{m['input_size']}, batch {m['batch']}, widths {m['widths']}, "
                    f"fc {m['fc_sizes']}, {m['train_gflop_per_image']:.3g} GFLOP/image (3 x forward); the loop runs "
-                   f"'{m['loop_variant']}'")
+                   f"'{m['loop_variant']}'; fp32 GEMM peak in the same race {m['peak_gflops']:.3g} GFLOP/s")
         rows = [[name, v["images_per_s"], 1e3 * v["step_s"], v["gflops"], _pct(v["peak_fraction"])]
                 for name, v in m["variants"].items()]
         out.append(_table(["variant", "images/s", "ms/step", "GFLOP/s", "of fp32 peak"], rows))
         if m.get("breakdown"):
             names, parts = list(m["breakdown"]), list(m["breakdown"].values())
-            out.append("Where a step goes (each unit's forward + backward alone, raced with the whole step): "
-                       + "; ".join(f"'{n}' parts sum to {b['sum_ms']:.4g} ms, whole step {b['step_ms']:.4g} ms"
-                                   for n, b in zip(names, parts)))
+            out.append("Where a step goes (each unit's forward + backward alone, raced with the whole step and "
+                       "the GEMM): " + "; ".join(f"'{n}' parts sum to {b['sum_ms']:.4g} ms, whole step "
+                                                 f"{b['step_ms']:.4g} ms, peak {b['peak_gflops']:.3g} GFLOP/s"
+                                                 for n, b in zip(names, parts)))
             kinds = sorted(parts[0]["kinds"], key=lambda k: -parts[0]["kinds"][k]["ms"])
             rows = [[k, *(f"{b['kinds'][k]['ms']:.3g} ({_pct(b['kinds'][k]['share'])})" for b in parts)] for k in kinds]
             out.append(_table(["kind", *(f"{n}: ms (share)" for n in names)], rows))
@@ -365,10 +373,10 @@ def _human_rows(name: str, r: dict) -> list[str]:
         return [_table(["GEMM", "GFLOP/s"], rows)]
     if name == "train":
         return _human_train(r)
-    if name in ("deconv", "top9"):  # one column per model
+    if name in ("deconv", "top9", "preprocess"):  # one column per model or dataset
         keys = list(dict.fromkeys(k for m in r.values() for k in m))
-        return [_table(["measurement", *(f"ZFNet {label}" for label in r)], [[k, *(m.get(k) for m in r.values())]
-                                                                              for k in keys])] if r else []
+        header = [f"{label} JPEGs" if name == "preprocess" else f"ZFNet {label}" for label in r]
+        return [_table(["measurement", *header], [[k, *(m.get(k) for m in r.values())] for k in keys])] if r else []
     if name == "occlusion":
         r = {**r, "captum_s": ", ".join(f"{k}: {v:.3g}" for k, v in r["captum_s"].items())}
     if name == "repro":

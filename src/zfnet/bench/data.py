@@ -6,7 +6,8 @@ folder (:class:`Scratch`), with the pipeline's ``preprocess`` and ``train`` sett
 
 - **preprocess**: the training split's JPEGs through :func:`preprocess_split` (decode, resize,
   centre crop, shards, mean) with 1 and with ``preprocess.workers`` processes, against
-  :func:`load_rgb` alone on the same files in one process (decode-only).
+  :func:`load_rgb` alone on the same files in one process (decode-only); on the pipeline's small
+  images and, in the full run, on ImageNet-sized ones (short side about 375, stored at 256).
 - **loader**: one epoch of :func:`zfnet.train.loop.fit` (its ``train_seconds``: shard reads through
   :class:`ShardDataset`, random crops, normalisation, the prefetch thread, and the steps) against
   the same number of steps of the same model on batches already cropped and normalised in memory.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
+from PIL import Image
 
 from zfnet.bench.timing import Rounds, race, sync, target
 from zfnet.bench.train import Trainer, loop_settings, loop_variant, make_model
@@ -59,8 +61,14 @@ class Scratch:
 
     @cached_property
     def raw(self) -> Path:
-        root = self.dir / "raw"
-        write_imagenet(root, self.synthetic, progress=False, workers=self.cfg.preprocess.workers)
+        """The dataset drawn with the pipeline's generator settings (and this scratch's counts)."""
+        return self.draw("raw")
+
+    def draw(self, name: str, **overrides) -> Path:
+        """Draw a dataset into ``<dir>/<name>`` with :attr:`synthetic` changed by ``overrides``
+        (e.g. ``min_side``, ``max_side``, ``train_per_class``)."""
+        root = self.dir / name
+        write_imagenet(root, replace(self.synthetic, **overrides), progress=False, workers=self.cfg.preprocess.workers)
         return root
 
     @cached_property
@@ -70,24 +78,25 @@ class Scratch:
         return self.dir / "prepared"
 
 
-def bench_preprocess(scratch: Scratch, rounds: Rounds) -> dict:
-    """Images/s of decode-only and of the full preprocessing (1 and ``preprocess.workers`` processes).
+def bench_preprocess(scratch: Scratch, root: Path, size: int, rounds: Rounds) -> dict:
+    """Images/s of decode-only and of the full preprocessing (1 and ``preprocess.workers`` processes)
+    of the training JPEGs of the dataset at ``root``, into ``size x size`` crops.
 
-    Returns ``images``, ``size``, ``workers``, ``decode_images_per_s``, ``preprocess_images_per_s``
-    (1 process), ``preprocess_workers_images_per_s``, ``decode_share`` (decode time / preprocess
-    time, 1 process) and ``workers_speedup``.
+    Returns ``images``, ``jpeg_side`` (mean of the source images' sides), ``size``, ``workers``,
+    ``decode_images_per_s``, ``preprocess_images_per_s`` (1 process),
+    ``preprocess_workers_images_per_s``, ``decode_share`` (decode time / preprocess time, 1 process)
+    and ``workers_speedup``.
     """
     p = scratch.cfg.preprocess
-    root = scratch.raw
     samples, classes = list(iter_split(root, "train")), read_classes(root)
-    out = scratch.dir / "preprocess-bench"
+    out = scratch.dir / f"preprocess-bench-{root.name}"
 
     def decode() -> None:
         for s in samples:
             load_rgb(s.path)
 
     def run(workers: int):
-        return lambda: preprocess_split(samples, root, out / f"workers-{workers}", p.size, p.shard_size, workers,
+        return lambda: preprocess_split(samples, root, out / f"workers-{workers}", size, p.shard_size, workers,
                                         classes, progress=False, mean=True)
 
     contenders = {"decode": decode, "preprocess": run(1)}
@@ -98,7 +107,8 @@ def bench_preprocess(scratch: Scratch, rounds: Rounds) -> dict:
     n = len(samples)
     return {
         "images": n,
-        "size": p.size,
+        "jpeg_side": sum(sum(Image.open(s.path).size) / 2 for s in samples) / n,
+        "size": size,
         "workers": p.workers,
         "decode_images_per_s": n / seconds["decode"],
         "preprocess_images_per_s": n / seconds["preprocess"],

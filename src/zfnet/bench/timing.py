@@ -30,7 +30,7 @@ class Rounds:
     repeats: int = 3
     min_seconds: float = 0.0
     warmup: int = 1
-    max_repeats: int = 50
+    max_repeats: int = 10_000
 
     def more(self, done: int, elapsed: float) -> bool:
         """Whether to run another round after ``done`` rounds in ``elapsed`` seconds."""

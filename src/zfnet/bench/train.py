@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zfnet.bench.gemm import matmul
 from zfnet.bench.timing import Rounds, race, target
 from zfnet.config import ModelConfig, TrainConfig
 from zfnet.models import ConvNet, build
@@ -119,6 +120,24 @@ def make_model(model_cfg: ModelConfig, num_classes: int, input_size: int, t: Tra
     return model.to(device)
 
 
+def race_with_peak(contenders: dict[str, Callable[[], object]], gemm_size: int, device: torch.device,
+                   rounds: Rounds, every: int = 1) -> tuple[dict[str, float], float]:
+    """:func:`race` the contenders with an fp32 :func:`~zfnet.bench.gemm.matmul` of side ``gemm_size``
+    run before every ``every``-th of them (sampling the machine's peak all through every round).
+
+    Returns the contenders' best seconds and the peak GFLOP/s (the best matmul of the race).
+    """
+    matmul_fn, gflop = matmul(gemm_size, torch.float32, device)
+    raced: dict[str, Callable[[], object]] = {}
+    for i, (name, fn) in enumerate(contenders.items()):
+        if i % every == 0:
+            raced[f"gemm before {name}"] = matmul_fn
+        raced[name] = fn
+    seconds = race(raced, device, rounds)
+    peak = max(gflop / s for name, s in seconds.items() if name.startswith("gemm before "))
+    return {name: seconds[name] for name in contenders}, peak
+
+
 class Trainer:
     """The loop's training step for ``model`` (trained in place), run as ``variant``; see the module docstring."""
 
@@ -165,14 +184,15 @@ def _units(model: ConvNet) -> list[tuple[str, str, nn.Module]]:
 
 
 def breakdown(model: ConvNet, t: TrainConfig, x: torch.Tensor, y: torch.Tensor, variant: Variant,
-              rounds: Rounds, peak_gflops: float) -> dict:
+              rounds: Rounds, gemm_size: int) -> dict:
     """Where one training step's time goes: each unit's forward + backward timed alone on its real
     input, plus the optimizer step and the filter renormalisation, in one :func:`race` with the whole
-    step (so the parts and the whole see the same load).
+    step and an fp32 :func:`~zfnet.bench.gemm.matmul` of side ``gemm_size`` (so the parts, the whole
+    and the peak see the same load).
 
     Returns ``units`` (``[{name, kind, ms, gflops, peak_fraction}]``, FLOP rates for conv/linear
-    only), ``kinds`` (``{kind: {ms, share}}``, share of the summed unit times), ``sum_ms`` and
-    ``step_ms`` (the whole step, timed in the same race).
+    only, against the raced peak), ``kinds`` (``{kind: {ms, share}}``, share of the summed unit
+    times), ``sum_ms``, ``step_ms`` (the whole step) and ``peak_gflops`` (the raced GEMM).
     """
     model = copy.deepcopy(model)
     device = x.device
@@ -210,7 +230,7 @@ def breakdown(model: ConvNet, t: TrainConfig, x: torch.Tensor, y: torch.Tensor, 
     contenders["optimizer"] = optimizer.step
     if t.renormalize:
         contenders["renormalize_filters"] = lambda: renormalize_filters(model, t.renorm_radius)
-    seconds = race(contenders, device, rounds)
+    seconds, peak_gflops = race_with_peak(contenders, gemm_size, device, rounds, every=5)
 
     macs = model_macs(model)
     path = {m: name for name, m in model.named_modules()}
@@ -230,7 +250,8 @@ def breakdown(model: ConvNet, t: TrainConfig, x: torch.Tensor, y: torch.Tensor, 
         kinds.setdefault(r["kind"], {"ms": 0.0})["ms"] += r["ms"]
     for k in kinds.values():
         k["share"] = k["ms"] / total
-    return {"units": rows, "kinds": kinds, "sum_ms": total, "step_ms": 1e3 * seconds["step"]}
+    return {"units": rows, "kinds": kinds, "sum_ms": total, "step_ms": 1e3 * seconds["step"],
+            "peak_gflops": peak_gflops}
 
 
 def bench_train_model(
@@ -247,7 +268,10 @@ def bench_train_model(
     breakdown_rounds: Rounds | None,
     breakdown_all: bool = True,
 ) -> tuple[dict, list[dict]]:
-    """Step throughput of one model in every variant (one :func:`race`), against the GEMM peaks.
+    """Step throughput of one model in every variant, against the fp32 GEMM peak: one :func:`race` of
+    the steps and a :func:`~zfnet.bench.gemm.matmul` at the gemm section's best size, so the fraction
+    of peak is a ratio under the same load (bf16 rows are also set against the gemm section's bf16
+    peak).
 
     Args:
         label: the row's name (``"224"``, ``"default"``).
@@ -263,7 +287,8 @@ def bench_train_model(
             only the loop's).
 
     Returns the result (``variants``: ``{name: {step_s, images_per_s, gflops, peak_fraction,
-    bf16_peak_fraction?}}``, ``loop_variant``, sizes, ``train_gflop_per_image``, ``breakdown``:
+    bf16_peak_fraction?}}``, ``peak_gflops`` (the raced GEMM), ``loop_variant``, sizes,
+    ``train_gflop_per_image``, ``breakdown``:
     ``{variant: breakdown(...)}``, ``bf16_speedup``) and its target checks: fp32 in the loop's memory
     format >= 50% of the fp32 peak; bf16 autocast faster than it (judged only where bf16 is native).
     """
@@ -274,12 +299,13 @@ def bench_train_model(
     gflop = train_gflop_per_image(base)
     loop = loop_variant(t, device)
     trainers = {v: Trainer(copy.deepcopy(base), t, v) for v in variants}
-    seconds = race({v.name: lambda tr=tr: tr.step(x, y) for v, tr in trainers.items()}, device, rounds)
+    contenders = {v.name: lambda tr=tr: tr.step(x, y) for v, tr in trainers.items()}
+    seconds, peak = race_with_peak(contenders, gemm["fp32_best_size"], device, rounds)
     rows = {}
     for v in variants:
         s = seconds[v.name]
         rows[v.name] = {"step_s": s, "images_per_s": batch / s, "gflops": gflop * batch / s,
-                        "peak_fraction": gflop * batch / s / gemm["fp32_gflops"]}
+                        "peak_fraction": gflop * batch / s / peak}
         if v.bf16:
             rows[v.name]["bf16_peak_fraction"] = gflop * batch / s / gemm["bf16_gflops"]
     result = {
@@ -289,13 +315,14 @@ def bench_train_model(
         "widths": list(model_cfg.widths),
         "fc_sizes": list(model_cfg.fc_sizes),
         "train_gflop_per_image": gflop,
+        "peak_gflops": peak,
         "loop_variant": loop.name,
         "variants": rows,
     }
     if breakdown_rounds:
         shown = [v for v in variants if (not v.compile and (gemm["bf16_native"] or not v.bf16) if breakdown_all
                                          else v == loop)]
-        result["breakdown"] = {v.name: breakdown(base, t, x, y, v, breakdown_rounds, gemm["fp32_gflops"])
+        result["breakdown"] = {v.name: breakdown(base, t, x, y, v, breakdown_rounds, gemm["fp32_best_size"])
                                for v in shown}
     fp32 = Variant(channels_last=t.channels_last)  # the loop's memory format, in fp32
     checks = [target(f"{label}: fp32 training FLOP/s / fp32 GEMM peak ({fp32.name})",

@@ -269,7 +269,7 @@ def bench_train_model(
     breakdown_all: bool = True,
 ) -> tuple[dict, list[dict]]:
     """Step throughput of one model in every variant, against the fp32 GEMM peak: one :func:`race` of
-    the steps and a :func:`~zfnet.bench.gemm.matmul` at the gemm section's best size, so the fraction
+    the steps and a :func:`~zfnet.bench.gemm.matmul` of side ``gemm["fp32_race_size"]``, so the fraction
     of peak is a ratio under the same load (bf16 rows are also set against the gemm section's bf16
     peak).
 
@@ -300,7 +300,7 @@ def bench_train_model(
     loop = loop_variant(t, device)
     trainers = {v: Trainer(copy.deepcopy(base), t, v) for v in variants}
     contenders = {v.name: lambda tr=tr: tr.step(x, y) for v, tr in trainers.items()}
-    seconds, peak = race_with_peak(contenders, gemm["fp32_best_size"], device, rounds)
+    seconds, peak = race_with_peak(contenders, gemm["fp32_race_size"], device, rounds)
     rows = {}
     for v in variants:
         s = seconds[v.name]
@@ -322,7 +322,7 @@ def bench_train_model(
     if breakdown_rounds:
         shown = [v for v in variants if (not v.compile and (gemm["bf16_native"] or not v.bf16) if breakdown_all
                                          else v == loop)]
-        result["breakdown"] = {v.name: breakdown(base, t, x, y, v, breakdown_rounds, gemm["fp32_best_size"])
+        result["breakdown"] = {v.name: breakdown(base, t, x, y, v, breakdown_rounds, gemm["fp32_race_size"])
                                for v in shown}
     fp32 = Variant(channels_last=t.channels_last)  # the loop's memory format, in fp32
     checks = [target(f"{label}: fp32 training FLOP/s / fp32 GEMM peak ({fp32.name})",

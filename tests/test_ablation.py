@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import make_project
 from zfnet.config import ConfigError, compose, from_dict
 from zfnet.data.preprocess import preprocess
 from zfnet.data.synthetic import write_imagenet
@@ -179,24 +178,13 @@ def test_ablate_and_report_stages_on_tiny_data(project, monkeypatch):
 @pytest.mark.slow
 def test_queued_sweep_runs_the_variants_as_dvc_experiments(tmp_path):
     """`zfnet ablation queue` + `dvc queue start` once, on the tiny profile in a git copy of the repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    root = tmp_path / "project"
-    for f in files:
-        if (REPO / f).is_file():
-            (root / f).parent.mkdir(parents=True, exist_ok=True)
-            (root / f).write_bytes((REPO / f).read_bytes())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    root, env = make_project(tmp_path / "project")
 
     def run(*cmd: str) -> str:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         return proc.stdout
 
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(*cmd)
     run("zfnet", "ablation", "queue", "no_fc7", "krizhevsky", "-S", "experiment=tiny")
     assert run("dvc", "queue", "status").count("Queued") == 2
     deadline = time.time() + 900

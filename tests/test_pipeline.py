@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import make_project
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,23 +24,8 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    """A git copy of the tracked files with params.yaml composed for the tiny profile."""
-    dest = tmp_path_factory.mktemp("e2e") / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    from dvc.utils.hydra import compose_and_dump
-
-    compose_and_dump(dest / "params.yaml", str(dest / "conf"), None, "config", "", ["experiment=tiny"])
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(cmd, dest, env)
-    return dest, env
+    """A git copy of the project's files with params.yaml composed for the tiny profile."""
+    return make_project(tmp_path_factory.mktemp("e2e") / "project", ["experiment=tiny"])
 
 
 def test_dvc_repro_end_to_end(project):

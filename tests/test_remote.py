@@ -3,17 +3,15 @@ the cache and the outs, pull them back bit for bit (an S3/GCS remote differs onl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import make_project
+
 OUTS = ("data/raw", "data/prepared", "models")
 
 pytestmark = pytest.mark.slow
@@ -31,23 +29,8 @@ def digests(root: Path) -> dict[str, str]:
 
 
 def test_dvc_push_pull_round_trip(tmp_path):
-    root = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (root / f).parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):  # another process's scratch file, gone meanwhile
-                shutil.copy2(REPO / f, root / f)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    from dvc.utils.hydra import compose_and_dump
-
-    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", "",
-                     ["experiment=tiny", "train.epochs=1", "train.milestones=[1]", "tracking.log_model=false"])
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(cmd, root, env)
+    root, env = make_project(tmp_path / "project", ["experiment=tiny", "train.epochs=1", "train.milestones=[1]",
+                                                    "tracking.log_model=false"])
     run(["dvc", "repro", "train"], root, env)
     before = digests(root)
     assert "models/model.pt" in before and any(k.startswith("data/prepared/train/shard-") for k in before)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import clean_env, make_project
 from zfnet.retrain import decide, exclusive_lock
 from zfnet.retrain_command import BUSY_EXIT
 
@@ -22,12 +21,6 @@ TINY = ["experiment=tiny"]
 def zfnet(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "zfnet.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
-
-
-def clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "ZFNET_PARENT"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return env
 
 
 def test_decide_needs_more_than_the_margin():
@@ -50,19 +43,7 @@ def test_concurrent_retrain_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    dest = tmp_path_factory.mktemp("retrain") / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):  # another process's scratch file, gone meanwhile
-                shutil.copy2(REPO / f, dest / f)
-    env = clean_env()
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
-    return dest, env
+    return make_project(tmp_path_factory.mktemp("retrain") / "project")
 
 
 def aliases(root: Path) -> dict:

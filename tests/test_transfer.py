@@ -133,7 +133,6 @@ def test_voc_ap_per_class_and_table(data_root, tmp_path):
 
 
 def test_probes_cover_each_layer_and_the_trend():
-    s = make_setup(splits=1)
     root_rows = {"conv1": 30.0, "conv2": 40.0, "conv5": 35.0, "fc7": 60.0}
     trend = probes.depth_trend({k: {"accuracy": v} for k, v in root_rows.items()})
     assert trend["best_layer"] == "fc7" and trend["increases"] == pytest.approx(2 / 3)

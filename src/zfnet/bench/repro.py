@@ -10,6 +10,7 @@ checkout the command runs from is never touched. Stage times are read from DVC's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,22 +19,32 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 from zfnet.bench.timing import target
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
-def copy_project(src: Path, dest: Path) -> None:
-    """Copy the project's non-ignored files from ``src`` into ``dest`` and commit them in a new git repo."""
+def copy_project(src: Path, dest: Path, overrides: Sequence[str] | None = None) -> None:
+    """Copy the project's non-ignored files from ``src`` into ``dest`` and commit them in a new git repo.
+
+    ``overrides``: Hydra overrides (``["experiment=tiny", ...]``) to compose ``conf/`` into
+    ``dest/params.yaml`` with before the commit, as ``dvc exp run -S`` would; None keeps the copy's.
+    """
+    from dvc.utils.hydra import compose_and_dump
+
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, capture_output=True,
                             check=True).stdout.decode().split("\0")
     for name in filter(None, listed):
         if (src / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / name, dest / name)
+            with contextlib.suppress(FileNotFoundError):  # another process's scratch file, gone meanwhile
+                shutil.copy2(src / name, dest / name)
+    if overrides is not None:
+        compose_and_dump(dest / "params.yaml", str(dest / "conf"), None, "config", "", list(overrides))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"]):
+                ["git", "-c", "user.name=zfnet", "-c", "user.email=zfnet@localhost", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
 
 

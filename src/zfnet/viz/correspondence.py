@@ -176,7 +176,7 @@ def correspondence_figure(faces: FaceSet, path: str | Path, pixels) -> Path:
     from zfnet.viz.grids import save_figure, tile
 
     columns = [faces.images] + [faces.images.masked_fill(faces.masks[m][:, None], 0.0) for m in MASKS]
-    n, size = len(faces.images), faces.images.shape[-1]
+    size = faces.images.shape[-1]
     tiles = torch.stack(columns, 1).flatten(0, 1)  # (n * (1 + masks), 3, h, w), row-major per face
     grid = tile(pixels(tiles), len(columns), pad=2)
     labels = [((2 + size) * k + 2 + size / 2, name.replace("_", " ")) for k, name in enumerate(("original", *MASKS))]

@@ -11,8 +11,15 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("zfnet.cli_config", "zfnet.viz.command", "zfnet.retrain_command", "zfnet.viz.analysis_command", "zfnet.runs_command",
-                      "zfnet.experiments.ablation_command", "zfnet.bench.command")
+SUBCOMMAND_MODULES = (
+    "zfnet.cli_config",  # config
+    "zfnet.viz.command",  # visualize
+    "zfnet.viz.analysis_command",  # occlude, invariance
+    "zfnet.experiments.ablation_command",  # ablation
+    "zfnet.runs_command",  # runs
+    "zfnet.retrain_command",  # retrain
+    "zfnet.bench.command",  # bench
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

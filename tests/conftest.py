@@ -43,3 +43,28 @@ def make_project(dest: Path, overrides: list[str] | None = None) -> tuple[Path, 
 
     copy_project(REPO, dest, overrides)
     return dest, clean_env()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
+    """``(root, env, ui, stdout)``: the tiny profile's whole ``dvc repro``, run once per session out of
+    the box (the default SQLite store ``<root>/mlflow.db``), in a git copy of the project.
+
+    ``report.mlflow_ui`` names ``ui`` (a free localhost port), where a test may serve that store with
+    ``mlflow server`` and check the report's links. Tests that change the project work on a copy.
+    """
+    import subprocess
+
+    ui = f"http://127.0.0.1:{free_port()}"
+    root, env = make_project(tmp_path_factory.mktemp("e2e") / "project", ["experiment=tiny", f"report.mlflow_ui='{ui}'"])
+    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return root, env, ui, proc.stdout

@@ -1,17 +1,18 @@
-"""End to end against a real ``mlflow server``: the tiny pipeline's runs, read back through its REST API.
+"""End to end against a real ``mlflow server``: the tiny pipeline's runs (its store served by
+``mlflow server``), read back through the REST API. (Logging to a server: ``test_mlflow_server``.)
 
 Every stage of ``dvc.yaml`` (each variant of a ``foreach`` stage: ablations, transfer datasets)
-must log one child run of the one pipeline run, with the flattened params, the git commit, the
-data hash of ``dvc.lock`` and ``params.yaml`` as an artifact; the variants of one experiment must
-be comparable side by side in the MLflow UI: the same metric names, the same param names, the
-same artifact folders. The report of that pipeline must link every run on the server and load in
+must log child runs of the one pipeline run (tag ``dvc_stage``: one run, or one per setting where
+a stage has several, such as transfer's training-set sizes), with the flattened params, the git
+commit, the data hash of ``dvc.lock`` and ``params.yaml`` as an artifact; the variants of one
+experiment must be comparable side by side in the MLflow UI: the same metric names, the same
+param names, the same artifact folders. The report of that pipeline must link every run on the server and load in
 Chromium; ``dvc plots show`` and ``dvc exp show`` must show the curves and the key metrics.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,28 +22,22 @@ import urllib.request
 import pytest
 import yaml
 from chromium import CHROMIUM, Browser, open_page
-from test_pipeline import project, run  # noqa: F401  (the tiny project fixture)
+from test_pipeline import run
 from test_report import expand_stages
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real ``mlflow server`` on localhost (SQLite backend, proxied artifacts); yields its URL."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+def server(tiny_pipeline):
+    """A real ``mlflow server`` over the tiny pipeline's SQLite store, at the address its report links to."""
+    root, _, url, _ = tiny_pipeline
+    port = url.rsplit(":", 1)[1]
+    log = root.parent / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"))
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root.parent / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -50,7 +45,7 @@ def server(tmp_path_factory):
                 break
         except OSError:
             pass
-        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+        assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
         time.sleep(1)
     yield url
@@ -70,12 +65,10 @@ def api(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pipeline(project, server):  # noqa: F811
-    """``(root, env, url, runs)``: the tiny pipeline reproduced against the server, and its runs as the
-    REST API gives them."""
-    root, env = project
-    env = {**env, "MLFLOW_TRACKING_URI": server, "PYTHONPATH": str(root / "src")}  # the copy's code, not the checkout's
-    run(["dvc", "repro"], root, env, timeout=1200)
+def pipeline(tiny_pipeline, server):
+    """``(root, env, url, runs)``: the tiny pipeline (reproduced once per session) and its runs as the
+    server's REST API gives them."""
+    root, env, _, _ = tiny_pipeline
     exp = api(server, "experiments/get-by-name", experiment_name="zfnet")["experiment"]
     runs = api(server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]
     return root, env, server, runs
@@ -101,7 +94,23 @@ def _artifacts(url: str, run_id: str) -> set[str]:
     return {f["path"] for f in api(url, "artifacts/list", run_id=run_id).get("files", [])}
 
 
-def test_every_stage_logs_one_child_of_the_pipeline_run(pipeline):
+def _groups(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs to compare side by side: the variants of a ``foreach`` stage (``ablate@*``), and the
+    settings one stage logs as separate runs (``transfer@caltech101-*``, ``probe@*``)."""
+    children = _children(runs).values()
+    per_stage: dict[str, list[dict]] = {}
+    for r in children:
+        per_stage.setdefault(_tags(r)["dvc_stage"], []).append(r)
+    groups: dict[str, list[dict]] = {}
+    for r in children:
+        tags = _tags(r)
+        if tags["variant"]:
+            several = len(per_stage[tags["dvc_stage"]]) > 1
+            groups.setdefault(tags["dvc_stage"] if several else tags["stage"], []).append(r)
+    return groups
+
+
+def test_every_stage_logs_children_of_the_pipeline_run(pipeline):
     root, _, url, runs = pipeline
     parents = [r for r in runs if _tags(r).get("zfnet.role") == "pipeline"]
     assert len(parents) == 1
@@ -109,7 +118,9 @@ def test_every_stage_logs_one_child_of_the_pipeline_run(pipeline):
     children = _children(runs)
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     params = yaml.safe_load((root / "params.yaml").read_text())
-    assert {name for name, _, _ in expand_stages(dvc, params)} == set(children)
+    assert {name for name, _, _ in expand_stages(dvc, params)} == {_tags(r)["dvc_stage"] for r in children.values()}
+    transfer = [n for n, r in children.items() if _tags(r)["dvc_stage"] == "transfer@caltech101"]
+    assert len(transfer) == len(params["transfer"]["caltech101_train"]) >= 2  # one run per training-set size
     data_hash = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["preprocess"]["outs"][0]["md5"]
     param_keys = {p["key"] for p in parents[0]["data"]["params"]}
     for name, r in children.items():
@@ -124,15 +135,18 @@ def test_every_stage_logs_one_child_of_the_pipeline_run(pipeline):
 
 
 def test_variants_of_an_experiment_compare_side_by_side(pipeline):
-    """Each ``foreach`` stage's variants (ablations, transfer datasets): same metric, param and artifact names."""
+    """Each group of variants (ablations, transfer sizes per dataset, probe datasets): the same
+    metric, param and artifact names."""
     root, _, url, runs = pipeline
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
-    groups: dict[str, list[dict]] = {}
-    for name, r in _children(runs).items():
-        if "@" in name:
-            groups.setdefault(name.split("@")[0], []).append(r)
-    assert set(groups) == {name for name, stage in dvc["stages"].items() if "foreach" in stage}
+    groups = _groups(runs)
+    assert {"ablate", "probe", "transfer@caltech101", "transfer@caltech256"} <= set(groups)
+    foreach = {name for name, stage in dvc["stages"].items() if "foreach" in stage}
+    assert all(any(g == f or g.startswith(f + "@") for g in groups) for f in foreach), (foreach, set(groups))
     for stage, members in groups.items():
+        if stage == "transfer":  # the one run of transfer@voc2012: nothing beside it to compare
+            assert [_tags(r)["variant"] for r in members] == ["voc2012"]
+            continue
         assert len(members) >= 2, stage
         metric_names = [{m["key"] for m in r["data"].get("metrics", [])} for r in members]
         assert metric_names[0] and all(m == metric_names[0] for m in metric_names), f"{stage}: metric names differ"
@@ -146,9 +160,9 @@ def test_variants_of_an_experiment_compare_side_by_side(pipeline):
 
 
 def test_zfnet_runs_compares_variants_on_the_server(pipeline):
-    root, env, _, runs = pipeline
+    root, env, url, runs = pipeline
     variants = sorted(n for n in _children(runs) if "@" in n)[:2]
-    header, *rows = run(["zfnet", "runs", "compare", *variants], root, env).stdout.splitlines()
+    header, *rows = run(["zfnet", "runs", "compare", *variants], root, {**env, "MLFLOW_TRACKING_URI": url}).stdout.splitlines()
     assert header.split() == variants
     assert any(r.startswith("metrics.") for r in rows)
 
@@ -176,7 +190,7 @@ def test_report_links_every_run_on_the_server(pipeline, tmp_path):
 
 def test_dvc_plots_and_exp_show(pipeline):
     root, env, _, _ = pipeline
-    shown = json.loads(run(["dvc", "plots", "show", "--json"], root, env).stdout)
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], root, env).stdout)["data"]
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     defined = [next(iter(p)) if isinstance(p, dict) else p for p in dvc["plots"]]
     for name in defined:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import make_project
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,15 +22,8 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.
     return proc
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, dict]:
-    """A git copy of the project's files with params.yaml composed for the tiny profile."""
-    return make_project(tmp_path_factory.mktemp("e2e") / "project", ["experiment=tiny"])
-
-
-def test_dvc_repro_end_to_end(project):
-    root, env = project
-    run(["dvc", "repro"], root, env)
+def test_dvc_repro_end_to_end(tiny_pipeline):
+    root, env, _, _ = tiny_pipeline
     dataset = json.loads((root / "data/raw/dataset.json").read_text())
     assert dataset["counts"] == {"train": 96, "val": 32}
     manifest = json.loads((root / "data/prepared/train/manifest.json").read_text())
@@ -75,8 +68,11 @@ def test_dvc_repro_end_to_end(project):
     assert any(m.source_run_id == run_.info.run_id for m in models)
 
 
-def test_dvc_exp_run_composes_hydra_overrides(project):
-    root, env = project
+def test_dvc_exp_run_composes_hydra_overrides(tiny_pipeline, tmp_path):
+    """On a copy of the reproduced project (the shared one stays as ``dvc repro`` left it)."""
+    root = tmp_path / "project"
+    shutil.copytree(tiny_pipeline[0], root, symlinks=True)
+    env = {**tiny_pipeline[1], "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     run(["dvc", "exp", "run", "-S", "experiment=tiny", "-S", "train.lr=0.02", "-n", "lr002"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["train"]["lr"] == 0.02 and params["profile"] == "tiny"

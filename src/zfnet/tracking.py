@@ -6,8 +6,9 @@
 - Parent run: found by the tag ``zfnet.pipeline_key`` = hash of (git commit, DVC experiment
   name, params.yaml); every stage of one ``dvc repro`` / ``dvc exp run`` shares it.
   ``ZFNET_PARENT_RUN_ID`` overrides (orchestrators such as ``zfnet retrain`` set it).
-- Child runs carry tags ``stage``, ``variant``, ``git_commit``, ``dvc_exp_name``, ``data_hash``,
-  the flattened params and ``params.yaml`` as an artifact.
+- Child runs carry tags ``stage``, ``variant``, ``dvc_stage`` (the ``dvc.yaml`` stage that logged
+  it: ``transfer@caltech101`` for its runs ``transfer@caltech101-15``, ``-30``...), ``git_commit``,
+  ``dvc_exp_name``, ``data_hash``, the flattened params and ``params.yaml`` as an artifact.
 - Outages: a store that cannot be used at a stage's start stops it at once (:func:`connect`);
   a failure later is retried with backoff (:func:`retry`), and per-epoch metrics survive a longer
   outage (:class:`EpochLog`): training goes on and they are sent when the store is back.
@@ -339,8 +340,12 @@ def stage_run(
     variant: str = "",
     params_path: str | Path = "params.yaml",
     run_id: str | None = None,
+    dvc_stage: str = "",
 ) -> Iterator:
     """A child run of the pipeline's parent run for one stage (or variant); yields the active run.
+
+    ``dvc_stage``: the ``dvc.yaml`` stage name when it differs from ``stage@variant`` (a stage
+    that logs one run per setting, e.g. ``transfer@caltech101`` per training-set size).
 
     ``run_id`` continues an existing run (e.g. training resumed after a crash). The run ends
     FAILED if the body raises, and the parent's end time follows its last child.
@@ -350,16 +355,17 @@ def stage_run(
     connect(cfg)
     parent = parent_run_id(cfg, params_path)
     mlflow.set_experiment(experiment_id=experiment_id(cfg.tracking.experiment))
+    name = f"{stage}@{variant}" if variant else stage
     tags = {
         "stage": stage,
         "variant": variant,
+        "dvc_stage": dvc_stage or name,
         "git_commit": git_commit(),
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "data_hash": data_hash(),
         "profile": cfg.profile,
         "mlflow.parentRunId": parent,
     }
-    name = f"{stage}@{variant}" if variant else stage
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags)
     try:
         if run_id is None:

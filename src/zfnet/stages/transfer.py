@@ -6,7 +6,7 @@
 Outs: ``results/transfer_<dataset>.csv`` and ``.md`` (ours beside the paper's numbers),
 ``<transfer.out>/<dataset>.png`` (Fig. 9 for Caltech, AP per class for VOC). Metrics
 ``metrics/transfer_<dataset>.json``. MLflow: one ``transfer`` child run per setting (variant
-``caltech101-15``, ..., ``voc2012``) with the same metric names within a dataset.
+``caltech101-15``, ..., ``voc2012``) with the same metric names within a dataset, tagged ``dvc_stage=transfer@<dataset>``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(cfg: Config, dataset: str) -> None:
     stem.with_suffix(".md").write_text(markdown + "\n")
     write_json(METRICS / f"transfer_{dataset}.json", metrics)
     for variant, values in runs.items():
-        with tracking.stage_run(cfg, "transfer", variant=variant):
+        with tracking.stage_run(cfg, "transfer", variant=variant, dvc_stage=f"transfer@{dataset}"):
             mlflow.log_metrics({k: v for k, v in values.items() if v == v})  # NaN APs (no positive) left out
             for path in (csv_path, stem.with_suffix(".md"), figure):
                 mlflow.log_artifact(str(path), "transfer")

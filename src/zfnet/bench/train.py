@@ -28,7 +28,7 @@ from zfnet.bench.gemm import matmul
 from zfnet.bench.timing import Rounds, race, target
 from zfnet.config import ModelConfig, TrainConfig
 from zfnet.models import ConvNet, build
-from zfnet.train.loop import init_weights, renormalize_filters, topk_errors
+from zfnet.train.loop import init_weights, renormalize_filters, sgd, topk_errors
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.t, self.variant = model, t, variant
         self.net = torch.compile(model) if variant.compile else model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.optimizer = sgd(model.parameters(), t)
         model.train()
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -223,7 +223,7 @@ def breakdown(model: ConvNet, t: TrainConfig, x: torch.Tensor, y: torch.Tensor, 
             out.backward(grad)
 
         contenders[name] = fwd_bwd
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    optimizer = sgd(model.parameters(), t)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     optimizer.step()  # creates the momentum buffers

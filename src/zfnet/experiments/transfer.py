@@ -48,7 +48,7 @@ from zfnet.data.images import BadImage, load_rgb, resize_center_crop
 from zfnet.data.imagenet import LayoutError
 from zfnet.data.transforms import center_crop, normalize, random_crops
 from zfnet.models import ConvNet, build
-from zfnet.train.loop import init_weights, renormalize_filters
+from zfnet.train.loop import init_weights, renormalize_filters, sgd
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def train_scratch(model_cfg: ModelConfig, train_cfg: TrainConfig, images: torch.
     model.to(device).train()
     mean = images.float().mean(0)
     crop_mean = center_crop(mean, crop)
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    opt = sgd(model.parameters(), t)
     gen = torch.Generator().manual_seed(seed)
     multilabel = targets.dim() == 2
     step = 0

@@ -80,6 +80,26 @@ def test_training_is_deterministic_for_a_seed(prepared):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_prefetch_thread_or_in_line_train_the_same_model(prepared):
+    inline = tiny_raw(epochs=1, milestones=(1,))
+    ahead = tiny_raw(epochs=1, milestones=(1,))
+    inline["train"]["workers"], ahead["train"]["workers"] = 0, 3
+    a = run_fit(prepared, "inline", inline)["model"].state_dict()
+    b = run_fit(prepared, "ahead", ahead)["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prefetch_depth_overlaps_only_where_it_can(monkeypatch):
+    from zfnet.train.loop import prefetch_depth
+
+    assert prefetch_depth(torch.device("cuda"), 0) == 2 and prefetch_depth(torch.device("cpu"), 5) == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert prefetch_depth(torch.device("cpu"), 0) == 0  # the step's threads fill both cores: in line
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert prefetch_depth(torch.device("cpu"), 0) == 2
+
+
 def test_learning_rate_divergence_is_reported(prepared):
     raw = tiny_raw(epochs=1, milestones=(1,))
     raw["train"].update(lr=1e6, renormalize=False, warmup_epochs=0)

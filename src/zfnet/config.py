@@ -89,7 +89,9 @@ class TrainConfig:
     # Crops averaged in the reported evaluation (milestones and last epoch): 10 = 4 corners + centre,
     # with flips (paper) | 1 = centre. Every epoch also evaluates the centre crop (curves, annealing).
     eval_crops: int = 10
-    workers: int = 0  # DataLoader worker processes
+    # Training batches read and cropped ahead by a background thread: 0 = auto (2 ahead on a GPU or
+    # with a core to spare, in line on a CPU whose cores the step fills), N = always N ahead.
+    workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = True  # NHWC layout for training and evaluation (a speed choice, not the recipe)

@@ -10,7 +10,7 @@ folder (:class:`Scratch`), with the pipeline's ``preprocess`` and ``train`` sett
   images and, in the full run, on ImageNet-sized ones (short side about 375, stored at 256).
 - **loader**: one epoch of :func:`zfnet.train.loop.fit` (its ``train_seconds``: shard reads through
   :class:`ShardDataset`, random crops, normalisation, in line or behind the prefetch thread as
-  :func:`zfnet.train.loop.overlap_data` decides, and the steps) against
+  :func:`zfnet.train.loop.prefetch_depth` decides, and the steps) against
   the same number of steps of the same model on batches already cropped and normalised in memory.
   The ratio is the loader's overhead: 1.0 means the data path is completely hidden.
 """

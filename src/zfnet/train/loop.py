@@ -93,21 +93,24 @@ def sgd(params, t) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, fused=fused or None)
 
 
-def overlap_data(device: torch.device) -> bool:
-    """Whether to prepare the next batch in a background thread (:func:`prefetch`) or in line.
+def prefetch_depth(device: torch.device, workers: int = 0) -> int:
+    """How many training batches a background thread prepares ahead (:func:`prefetch`); 0 = in line.
 
-    On a GPU the step runs asynchronously and the thread keeps it fed. On a CPU the step's
-    intra-op threads already occupy the cores torch may use: a prefetch thread's torch ops then
-    compete with them and cost more than they hide (an epoch at 1.17x pure compute with the
-    thread, 1.08x in line, 2 cores; docs/benchmarks.md), so it runs only with a core to spare.
+    ``workers`` > 0 (``train.workers``) is taken as given. 0 decides: on a GPU the step runs
+    asynchronously and the thread keeps it fed (2 ahead). On a CPU the step's intra-op threads
+    already occupy the cores torch may use: a prefetch thread's torch ops then compete with them
+    and cost more than they hide (an epoch at 1.17x pure compute with the thread, 1.08x in line,
+    2 cores; docs/benchmarks.md), so it runs only with a core to spare.
     """
+    if workers > 0:
+        return workers
     if device.type != "cpu":
-        return True
+        return 2
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return torch.get_num_threads() < cores
+    return 2 if torch.get_num_threads() < cores else 0
 
 
 def _batches(dataset, order: list[int], batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -309,8 +312,8 @@ def fit(
 
         parallel.train()
         loss_sum, err1, n = 0.0, 0.0, 0
-        batches = train_batches()
-        for x, y, global_batch in prefetch(batches) if overlap_data(device) else batches:
+        batches, depth = train_batches(), prefetch_depth(device, t.workers)
+        for x, y, global_batch in prefetch(batches, depth) if depth else batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -61,10 +66,36 @@ def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
     ``report.mlflow_ui`` names ``ui`` (a free localhost port), where a test may serve that store with
     ``mlflow server`` and check the report's links. Tests that change the project work on a copy.
     """
-    import subprocess
-
     ui = f"http://127.0.0.1:{free_port()}"
     root, env = make_project(tmp_path_factory.mktemp("e2e") / "project", ["experiment=tiny", f"report.mlflow_ui='{ui}'"])
     proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return root, env, ui, proc.stdout
+
+
+@contextlib.contextmanager
+def mlflow_server(db: Path, artifacts: Path, port: int | None = None):
+    """A real ``mlflow server`` over the SQLite store ``db`` (proxied artifacts in ``artifacts``) on
+    localhost ``port`` (None: a free one); yields its URL once ``/health`` answers."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=db.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "mlflow server did not come up in 180 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # a graceful stop takes seconds; the stores are throwaways
+        server.wait(timeout=30)

@@ -13,15 +13,13 @@ Chromium; ``dvc plots show`` and ``dvc exp show`` must show the curves and the k
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 import yaml
 from chromium import CHROMIUM, Browser, open_page
+from conftest import mlflow_server
 from test_pipeline import run
 from test_report import expand_stages
 
@@ -32,25 +30,8 @@ pytestmark = pytest.mark.slow
 def server(tiny_pipeline):
     """A real ``mlflow server`` over the tiny pipeline's SQLite store, at the address its report links to."""
     root, _, url, _ = tiny_pipeline
-    port = url.rsplit(":", 1)[1]
-    log = root.parent / "server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root.parent / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=5).read().strip() == b"OK":
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
-        time.sleep(1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with mlflow_server(root / "mlflow.db", root.parent / "artifacts", int(url.rsplit(":", 1)[1])) as served:
+        yield served
 
 
 def api(url: str, endpoint: str, body: dict | None = None, **query) -> dict:

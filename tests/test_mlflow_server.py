@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import free_port, mlflow_server
 from zfnet.config import compose, from_dict
 from zfnet.data.preprocess import preprocess
 from zfnet.data.synthetic import write_imagenet
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +64,7 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(project):
 
 @pytest.mark.slow
 def test_train_stage_logs_to_a_tracking_server(project, tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "mlflow server did not come up in 120 s"
-            time.sleep(0.5)
-
+    with mlflow_server(tmp_path / "mlflow.db", tmp_path / "artifacts") as base:
         proc = train_stage(project, base)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -107,6 +81,3 @@ def test_train_stage_logs_to_a_tracking_server(project, tmp_path):
         files = api(base, f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")["files"]
         assert "params.yaml" in {f["path"] for f in files}
         assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server, not to a local path
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -23,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+import conftest
 from zfnet.config import compose, from_dict
 from zfnet.data.preprocess import preprocess
 from zfnet.data.synthetic import write_imagenet
@@ -323,12 +323,6 @@ def test_four_runs_at_once_log_everything_to_one_new_sqlite_store(prepared, tmp_
 
 # --- tracking outages -----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Link:
     """A TCP relay to a real MLflow server whose line can be cut and restored: while cut, every
     connection (open or new) is reset, as when the server goes away; the port stays the same."""
@@ -393,28 +387,8 @@ class Link:
 @contextlib.contextmanager
 def mlflow_server(folder: Path):
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free localhost port; yields the port."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "mlflow server did not come up in 180 s"
-            time.sleep(0.2)
-        yield port
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)  # a graceful stop takes seconds; the store is a throwaway
-        server.wait(timeout=30)
+    with conftest.mlflow_server(folder / "mlflow.db", folder / "artifacts") as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_paper_init():
     torch.manual_seed(0)
     model = zfnet(10, widths=(32, 32, 32, 32, 32), fc_sizes=(256, 256), input_size=64)
     init_weights(model, "paper", 0.01)
-    w = model.layer("conv2").conv.weight
+    w = model.layer("conv2").conv.weight.detach()
     assert abs(float(w.std()) - 0.01) < 1e-3 and float(model.layer("conv2").conv.bias.abs().max()) == 0.0
 
 

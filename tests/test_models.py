@@ -89,7 +89,7 @@ def test_paper_init():
     model = zfnet(10, widths=(32, 32, 32, 32, 32), fc_sizes=(256, 256), input_size=64)
     init_weights(model, "paper", 0.01)
     w = model.layer("conv2").conv.weight.detach()
-    assert abs(float(w.std()) - 0.01) < 1e-3 and float(model.layer("conv2").conv.bias.abs().max()) == 0.0
+    assert abs(float(w.std()) - 0.01) < 1e-3 and float(model.layer("conv2").conv.bias.detach().abs().max()) == 0.0
 
 
 @pytest.mark.parametrize("channels, size", [(5, 5), (24, 5), (64, 4), (96, 5)])

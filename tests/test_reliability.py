@@ -384,13 +384,6 @@ class Link:
             dst.shutdown(socket.SHUT_WR)
 
 
-@contextlib.contextmanager
-def mlflow_server(folder: Path):
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free localhost port; yields the port."""
-    with conftest.mlflow_server(folder / "mlflow.db", folder / "artifacts") as url:
-        yield int(url.rsplit(":", 1)[1])
-
-
 @pytest.mark.slow
 def test_tracking_outage_mid_training(prepared, tmp_path):
     """The line to a real MLflow server is cut after epoch 2 of two train stages. A: restored two
@@ -400,7 +393,8 @@ def test_tracking_outage_mid_training(prepared, tmp_path):
     (tmp_path / "server").mkdir()
     a = make_project(prepared, tmp_path / "a", tiny_params(epochs=12, milestones=[12], seed=1))
     b = make_project(prepared, tmp_path / "b", tiny_params(epochs=6, milestones=[6], seed=2))
-    with mlflow_server(tmp_path / "server") as port:
+    with conftest.mlflow_server(tmp_path / "server/mlflow.db", tmp_path / "server/artifacts") as url:
+        port = int(url.rsplit(":", 1)[1])
         link_a, link_b = Link(port), Link(port)
         schedule = {"ZFNET_TRACKING_TRIES": "2", "ZFNET_TRACKING_DELAY": "0.3"}
         procs = {name: subprocess.Popen(STAGE, cwd=root, env=stage_env(MLFLOW_TRACKING_URI=link.url, **schedule),

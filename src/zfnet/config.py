@@ -482,10 +482,14 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = "conf") -
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from hydra.errors import HydraException
+
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
             return OmegaConf.to_container(hydra_compose("config", overrides=overrides or []), resolve=True)  # type: ignore[return-value]
+    except HydraException as exc:
+        raise ConfigError(hydra_error(exc, conf_dir)) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -505,3 +509,65 @@ def flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def hydra_error(exc: Exception, conf_dir: str | Path = "conf") -> str:
+    """One line for a Hydra composition error, with the valid choices: the options of a config
+    group (``experiment=nonexistent``), the keys of a section (``train.lrr=1``), the override
+    grammar (``foo``)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("See ")]
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"{conf_dir}/: no config {name!r} in group {group!r}; choose from: {', '.join(exc.options or []) or 'none'}"
+    if isinstance(exc, OverrideParseException):
+        return f"override {exc.override!r}: {lines[-1]} (an override is KEY=VALUE, e.g. train.lr=0.02)"
+    first = lines[0] if lines else type(exc).__name__
+    if first.startswith("Could not override '"):
+        return unknown_key(first.removeprefix("Could not override '").removesuffix("'."))
+    return "; ".join(lines) or first
+
+
+def unknown_key(dotted: str) -> str:
+    """Why ``dotted`` is no key of :class:`Config`, naming the keys valid where it goes wrong."""
+    node: Any = Config()
+    parts = dotted.split(".")
+    for i, name in enumerate(parts):
+        keys = [f.name for f in fields(node)]
+        where = ".".join(parts[:i]) or "the config"
+        if name not in keys:
+            return f"override {dotted}: no key {name!r} in {where}; keys: {', '.join(keys)}"
+        node = getattr(node, name)
+        if not is_dataclass(node):
+            return f"override {dotted}: {'.'.join(parts[: i + 1])} is a value, not a section"
+    return f"override {dotted}: not a value but a section; keys: {', '.join(f.name for f in fields(node))}"
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of config dataclass ``cls`` (lists: a fresh copy), for a
+    command-line option that mirrors it: one source of truth for both."""
+    import dataclasses
+
+    f = {f.name: f for f in fields(cls)}[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def config_key(cls: type, name: str) -> str:
+    """The params key of field ``name`` of section dataclass ``cls``
+    (``OcclusionConfig``, ``"stride"`` -> ``"analyze.occlusion.stride"``)."""
+
+    def walk(node: Any, prefix: str) -> str | None:
+        for f in fields(node):
+            value = getattr(node, f.name)
+            if type(value) is cls:
+                return f"{prefix}{f.name}.{name}"
+            found = walk(value, f"{prefix}{f.name}.") if is_dataclass(value) else None
+            if found:
+                return found
+        return None
+
+    key = walk(Config(), "")
+    if key is None:
+        raise KeyError(f"{cls.__name__} is not a section of Config")
+    return key

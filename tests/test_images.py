@@ -130,3 +130,31 @@ def test_map_box():
     assert map_box((16, 2, 24, 6), t) == (3.0, 1.0, 7.0, 3.0)
     x0, _, x1, _ = map_box((0, 0, 6, 6), t)  # left of the crop: zero width
     assert x0 == x1 == 0.0
+
+
+def test_shrink_to_decodes_a_large_jpeg_at_a_fraction_of_its_pixels(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(_ramp(4000, 3000)).save(path, quality=90)
+    small = load_rgb(path, max_pixels=300_000, shrink_to=72)  # 12 MP declared; draft mode decodes 1/8 of each side
+    assert min(small.size) >= 72 and small.size[0] * small.size[1] < 300_000
+    assert abs(small.size[0] / small.size[1] - 4 / 3) < 0.05
+    assert load_rgb(path, shrink_to=None).size == (4000, 3000)  # the pipeline's decode is unchanged
+    with pytest.raises(BadImage, match="decompression bomb"):
+        load_rgb(path, max_pixels=300_000)
+
+
+def test_shrink_to_reduces_other_formats_after_decoding(tmp_path):
+    path = tmp_path / "scan.png"
+    Image.fromarray(_ramp(900, 600)).save(path)
+    img = load_rgb(path, shrink_to=100)
+    assert img.mode == "RGB" and img.size == (150, 100)  # reduced by 6: short side still >= 100
+
+
+def test_an_explicit_limit_above_pils_hard_limit_is_the_only_one(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(_ramp(100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's hard limit (2000) is below the image
+    with pytest.raises(BadImage, match="over PIL's hard limit"):
+        load_rgb(path)
+    assert load_rgb(path, max_pixels=20_000).size == (100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored

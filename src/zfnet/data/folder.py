@@ -1,9 +1,9 @@
 """Any folder of image files as a small in-memory dataset, preprocessed like the pipeline.
 
 For the ``zfnet`` commands that run on a user's own images: every file under the folder is
-decoded (:func:`zfnet.data.images.load_rgb`), its smallest side resized to ``size`` and the centre
-``size x size`` crop kept, exactly as the preprocess stage does. Unreadable files are skipped and
-listed with their reason in :attr:`ImageFiles.skipped`.
+decoded (:func:`zfnet.data.images.load_rgb`, large photographs shrunk while decoding), its
+smallest side resized to ``size`` and the centre ``size x size`` crop kept, as the preprocess
+stage does. Unreadable files are skipped and listed with their reason in :attr:`ImageFiles.skipped`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class ImageFiles:
-    """Images of ``root`` (a file or a folder, searched recursively) as ``uint8 (N, 3, size, size)``.
+    """Images of ``root`` (a file or a folder, searched recursively) as ``uint8 (N, 3, size, size)``;
+    ``max_pixels``: the decompression-bomb limit of :func:`~zfnet.data.images.load_rgb`.
 
     Has the :class:`~zfnet.data.shards.ShardDataset` access methods the viz passes use:
     ``len()``, ``get_batch(indices) -> (uint8 (B, 3, S, S), int64 (B,) zeros)`` and ``paths()``.
     """
 
-    def __init__(self, root: str | Path, size: int):
+    def __init__(self, root: str | Path, size: int, max_pixels: int | None = None):
         root = Path(root)
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or folder")
@@ -38,15 +39,17 @@ class ImageFiles:
         crops, self._paths, self.skipped = [], [], []
         for path in files:
             try:
-                crop, _ = resize_center_crop(load_rgb(path), size)
+                crop, _ = resize_center_crop(load_rgb(path, max_pixels, shrink_to=size), size)
             except BadImage as exc:
                 self.skipped.append((str(path), exc.reason))
-                log.warning("skipping %s: %s", path, exc.reason)
                 continue
             crops.append(np.ascontiguousarray(crop.transpose(2, 0, 1)))
             self._paths.append(str(path))
         if not crops:
-            raise FileNotFoundError(f"{root}: no readable image found ({len(self.skipped)} unreadable files)")
+            first = f": {self.skipped[0][0]}: {self.skipped[0][1]}, ..." if self.skipped else ""
+            raise FileNotFoundError(f"{root}: no readable image found ({len(self.skipped)} unreadable files{first})")
+        for path, reason in self.skipped:
+            log.warning("skipping %s: %s", path, reason)
         self.images = torch.from_numpy(np.stack(crops))
         self.size = size
 

@@ -6,6 +6,11 @@ decode (so a truncated file fails here, not inside a training batch), refuses de
 bombs and returns RGB; anything it cannot turn into an RGB image raises :class:`BadImage` with a
 short ``reason``. EXIF orientation is ignored, as in the standard ImageNet pipelines.
 
+A user's photographs can be far larger than the model's input: with ``shrink_to`` a JPEG is
+decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps its short side at least that long (draft
+mode: a 100-megapixel photo costs what a 1.6-megapixel one does), and any other format is reduced by
+an integer factor right after decoding; the bomb limit then counts the pixels actually decoded.
+
 :func:`resize_center_crop` scales the smallest side to ``S`` (bilinear, antialiased when
 shrinking) and keeps the centre ``S x S``; :func:`map_box` sends a source-pixel box through the
 same resize and crop.
@@ -13,16 +18,21 @@ same resize and crop.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 BACKGROUND = (128, 128, 128, 255)  # mid-grey: transparent pixels are composited onto it
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": 32-bit int, in practice 16-bit data
+# The commands that read a user's images decode up to this many pixels (``--max-pixels`` raises it):
+# a 12000 x 12000 scan or a 100-megapixel photo (about 0.4-0.8 GB decoded), not a file that
+# declares gigapixels in a few kilobytes.
+COMMAND_MAX_PIXELS = 250_000_000
 
 
 class BadImage(Exception):
@@ -47,14 +57,17 @@ class CropTransform(NamedTuple):
     size: int
 
 
-def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+def load_rgb(path: str | Path, max_pixels: int | None = None, shrink_to: int | None = None) -> Image.Image:
     """Decode the image at ``path`` (by content, whatever its extension) into a loaded RGB image.
 
     Args:
         path: the file.
-        max_pixels: refuse images with more than this many pixels (decompression bombs);
-            ``None`` means PIL's ``Image.MAX_IMAGE_PIXELS`` at call time. PIL's own hard limit
-            (twice its ``MAX_IMAGE_PIXELS``) still applies on top.
+        max_pixels: refuse images that would decode to more than this many pixels (decompression
+            bombs); ``None`` means PIL's ``Image.MAX_IMAGE_PIXELS`` at call time, with PIL's own
+            hard limit (twice that) on top. An explicit limit is the only one (PIL's is raised to it).
+        shrink_to: the shortest side the caller needs (``S``); larger images come back smaller,
+            short side still >= ``shrink_to`` (JPEG draft mode, else :meth:`PIL.Image.Image.reduce`).
+            ``None``: full size (the pipeline's preprocessing).
 
     Modes: grayscale (``1``, ``L``), 16-bit grayscale (``I;16*``, ``I``; scaled by 255/65535),
     float (``F``; PIL's convention, values clipped to 0..255), CMYK, YCbCr, palette; modes with
@@ -72,7 +85,7 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     if not data:
         raise BadImage("empty file")
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _pil_limit(max_pixels):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is checked below
         try:
             img = Image.open(io.BytesIO(data))
@@ -82,6 +95,8 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
             raise BadImage("decompression bomb (over PIL's hard limit)") from exc
         except Exception as exc:  # PIL plugins raise OSError, SyntaxError, ValueError, struct.error...
             raise BadImage(f"corrupt header ({_describe(exc)})") from exc
+        if shrink_to and img.format in ("JPEG", "MPO"):  # MPO: a camera's JPEG with a preview inside
+            img.draft(None, (shrink_to, shrink_to))  # decode at 1/2, 1/4 or 1/8 scale, short side >= shrink_to
         pixels = img.width * img.height
         if limit is not None and pixels > limit:
             raise BadImage(f"decompression bomb ({pixels} pixels > {limit})")
@@ -91,7 +106,24 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
             if "truncated" in str(exc).lower():
                 raise BadImage(f"truncated {img.format}") from exc
             raise BadImage(f"corrupt {img.format} ({_describe(exc)})") from exc
-    return _to_rgb(img)
+    rgb = _to_rgb(img)
+    factor = min(rgb.size) // shrink_to if shrink_to else 1
+    return rgb.reduce(factor) if factor >= 2 else rgb
+
+
+@contextlib.contextmanager
+def _pil_limit(max_pixels: int | None) -> Iterator[None]:
+    """PIL's own bomb check in :func:`PIL.Image.open` (over twice ``Image.MAX_IMAGE_PIXELS``) off
+    while an explicit ``max_pixels`` (checked by the caller) is in force."""
+    if max_pixels is None:
+        yield
+        return
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _describe(exc: Exception) -> str:

@@ -2,7 +2,9 @@
 
 Each subcommand lives beside the library code it drives, in a module with
 ``register(subparsers)`` that adds its parser and sets ``func``; this file only collects them.
-Errors in the input (config, layout, checkpoint) print one line and exit with status 2.
+Bad input never ends in a traceback: a bad option is refused where it is parsed, and every error
+a user can cause (config, layout, checkpoint, image, file system) prints one line
+``zfnet <command>: error: ...`` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -22,8 +24,33 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block): ``zfnet occlude: error: argument
+    --patch: must be > 0, got 0 (see zfnet occlude --help)``; subcommand parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can cause (the stages' :func:`~zfnet.stages.common.expected_errors`, an
+    unreadable image, a file-system refusal), shown as one line with exit status 2."""
+    from zfnet.data.images import BadImage
+    from zfnet.stages.common import expected_errors
+
+    return (*expected_errors(), BadImage, OSError)
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line: an ``OSError`` as ``<file>: <reason>``, anything else its first line."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="zfnet",
         description="Zeiler & Fergus (2014) reproduction: run the library's tools outside the DVC pipeline.",
     )
@@ -34,15 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zfnet.stages.common import expected_errors, setup_logging
+    from zfnet.stages.common import setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
     try:
         return int(args.func(args) or 0)
-    except expected_errors() as exc:
-        print(f"zfnet {args.command}: error: {exc}", file=sys.stderr)
+    except user_errors() as exc:
+        print(f"zfnet {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

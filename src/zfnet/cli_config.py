@@ -28,6 +28,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zfnet.cli_options import new_file
+
     p = sub.add_parser(
         "config",
         help="validate params.yaml or a composed profile",
@@ -37,6 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as given to `dvc exp run -S`")
     p.add_argument("--params", default="params.yaml", help="params file to validate (default: params.yaml)")
     p.add_argument("--show", action="store_true", help="print the validated config as YAML")
-    p.add_argument("--write", metavar="PATH", help="compose conf/ (with the overrides) and write it to PATH "
+    p.add_argument("--write", metavar="PATH", type=new_file, help="compose conf/ (with the overrides) and write it to PATH "
                    "exactly as DVC does, e.g. `zfnet config --write params.yaml` after editing conf/")
     p.set_defaults(func=_run)

@@ -9,8 +9,10 @@ BUSY_EXIT = 75  # EX_TEMPFAIL: another retrain holds the lock; the next schedule
 
 
 def _run(args: argparse.Namespace) -> int:
+    from zfnet.config import compose, from_dict
     from zfnet.retrain import RetrainBusy, RetrainError, retrain
 
+    from_dict(compose(args.overrides), "conf/ + " + " ".join(args.overrides))  # a bad override: one line, before any work
     try:
         report = retrain(args.overrides)
     except RetrainBusy as exc:

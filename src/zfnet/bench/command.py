@@ -418,6 +418,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zfnet.cli_options import new_file
+
     p = sub.add_parser("bench", help="benchmark training, data, visualisation and the pipeline on this machine",
                        description=__doc__.split("\n\n")[0] + " Sections: " + ", ".join(SECTIONS) + ".")
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats, no repro or torch.compile (CI)")
@@ -425,7 +427,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default: cpu)")
     p.add_argument("--only", metavar="SECTION,...", type=_section_list,
                    help=f"run only these sections ({', '.join(SECTIONS)}); repro runs in --quick only when named here")
-    p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--out", metavar="FILE", type=new_file, help="also write the JSON report to FILE")
     p.add_argument("--params", default="params.yaml", help="params file, relative to --project (default: params.yaml)")
     p.add_argument("--project", default=".", help="the repository root: params and the pipeline of repro (default: .)")
     p.set_defaults(func=_run)

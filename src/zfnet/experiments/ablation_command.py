@@ -28,6 +28,8 @@ def queue_commands(variants: list[str], overrides: list[str]) -> list[list[str]]
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
     from zfnet.config import ConfigError
     from zfnet.experiments.variants import VARIANTS
 
@@ -38,9 +40,13 @@ def _run(args: argparse.Namespace) -> int:
     for cmd in commands:
         if args.action == "overrides":
             print(" ".join(shlex.quote(a) for a in cmd[cmd.index("-S"):]) if "-S" in cmd else "")
-        else:
-            print(" ".join(shlex.quote(a) for a in cmd))
-            subprocess.run(cmd, check=True)
+            continue
+        print(" ".join(shlex.quote(a) for a in cmd))
+        code = subprocess.run(cmd).returncode
+        if code:
+            print(f"zfnet ablation: error: `{shlex.join(cmd[:6])} ...` failed with exit status {code} (DVC's "
+                  "message is above); the variants before it are queued", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -42,13 +42,18 @@ class Inputs:
         mean = center_crop(self.mean, x.shape[-1]).to(x.device)
         return ((x / self.input_scale + mean) / 255.0).clamp(0, 1)
 
-    def load(self, path: str | Path) -> torch.Tensor:
-        """One image file, preprocessed like the pipeline: normalised full image ``(1, 3, S, S)``."""
+    def load(self, path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
+        """One image file, preprocessed like the pipeline (a large one shrunk while decoding, up to
+        ``max_pixels`` decoded): normalised full image ``(1, 3, S, S)``. Raises ``BadImage`` naming the file."""
         import numpy as np
 
-        from zfnet.data.images import load_rgb, resize_center_crop
+        from zfnet.data.images import BadImage, load_rgb, resize_center_crop
 
-        crop, _ = resize_center_crop(load_rgb(path), self.size)
+        try:
+            crop, _ = resize_center_crop(load_rgb(path, max_pixels, shrink_to=self.size), self.size)
+        except BadImage as exc:
+            hint = " (--max-pixels raises the limit)" if exc.reason.startswith("decompression bomb") else ""
+            raise BadImage(f"{path}: {exc.reason}{hint}") from None
         return self.model_input(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])
 
 
@@ -174,28 +179,54 @@ def _label(arg: str | None, names: list[str], predicted: int) -> int:
         return int(arg)
     if arg in names:
         return names.index(arg)
-    raise ConfigError(f"--label: {arg!r} is neither a class index nor one of {names}")
+    raise ConfigError(f"--label: {arg!r} is neither a class index (0..{len(names) - 1}) nor one of {names}")
 
 
 def _setup(args: argparse.Namespace):
+    """Model, inputs, class names, the image ``(1, 3, S, S)`` and its label ``(1,)``."""
+    from zfnet.cli_options import device as resolve_device
     from zfnet.train.checkpoint import load_model
-    from zfnet.train.loop import resolve_device
 
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, map_location=device)
     inputs = Inputs(ckpt, device)
     names = list(ckpt["class_names"])
-    image = inputs.load(args.image)
+    image = inputs.load(args.image, args.max_pixels)
     with torch.no_grad():
         predicted = int(model(center_crop(image, inputs.input_size)).argmax(1))
     label = torch.tensor([_label(args.label, names, predicted)], device=device)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     return model, inputs, names, image, label
+
+
+def _out(args: argparse.Namespace, command: str) -> Path:
+    from zfnet.cli_options import output_dir
+
+    out = output_dir(args.out, command)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _done(command: str, out: Path, names: list[str]) -> None:
+    """After the JSON: the note on what the model knows, and where the files are (stderr)."""
+    import sys
+
+    from zfnet.cli_options import model_note
+
+    note = model_note(names)
+    if note:
+        print(f"zfnet {command}: note: {note}", file=sys.stderr)
+    print(f"zfnet {command}: wrote {out}/", file=sys.stderr)
 
 
 def _occlude(args: argparse.Namespace) -> int:
     model, inputs, names, image, label = _setup(args)
-    path = Path(args.out) / "occlusion.png"
+    if args.layer not in model.layer_names():
+        raise ConfigError(f"--layer: {args.checkpoint} has no layer {args.layer!r}; its conv layers: "
+                          + ", ".join(n for n in model.layer_names() if n.startswith("conv")))
+    if args.patch > inputs.input_size:
+        raise ConfigError(f"--patch: must be <= the model's input side ({inputs.input_size}), got {args.patch}")
+    out = _out(args, "occlude")
+    path = out / "occlusion.png"
     maps = occlusion_with_figure(model, inputs, image, label, names, args.patch, args.stride, args.layer,
                                  args.max_batch, path)
     k = int(maps.prob[0].flatten().argmin())
@@ -206,42 +237,54 @@ def _occlude(args: argparse.Namespace) -> int:
         "feature_map": int(maps.channel[0]),
         "argmax_classes": sorted({names[c] for c in maps.argmax[0].flatten().tolist()}),
     }, indent=2))
+    _done("occlude", out, names)
     return 0
 
 
 def _invariance(args: argparse.Namespace) -> int:
     from zfnet.config import InvarianceConfig
 
+    low, high = args.scale
+    if not low < high:
+        raise ConfigError(f"--scale: MIN must be < MAX, got {low:g} {high:g}")
     model, inputs, names, image, label = _setup(args)
-    cfg = InvarianceConfig(translation=args.translation, scale=list(args.scale), steps=args.steps,
+    cfg = InvarianceConfig(translation=args.translation, scale=[low, high], steps=args.steps,
                            rotation_step=args.rotation_step)
-    path = Path(args.out) / "invariance.png"
-    curves = invariance_with_figure(model, inputs, image, label, [names[int(label)]], cfg, path,
-                                    Path(args.out) / "invariance.csv")
+    out = _out(args, "invariance")
+    path = out / "invariance.png"
+    curves = invariance_with_figure(model, inputs, image, label, [names[int(label)]], cfg, path, out / "invariance.csv")
     print(json.dumps({"figure": str(path), "label": names[int(label)], "summary": curves.summary()}, indent=2))
+    _done("invariance", out, names)
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, command: str) -> None:
+    from zfnet.cli_options import checkpoint_file, max_pixels_option, mirror
+
     p.add_argument("image", help="an image file (any format PIL reads); resized and cropped like the pipeline's")
-    p.add_argument("--checkpoint", default="models/model.pt", help="trained checkpoint (default: models/model.pt)")
+    p.add_argument("--checkpoint", type=checkpoint_file, default="models/model.pt",
+                   help="trained checkpoint (default: models/model.pt)")
     p.add_argument("--label", help="true class (name or index); default: the model's prediction")
-    p.add_argument("--out", default="figures/analyze-image", help="output folder (default: figures/analyze-image)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    p.add_argument("--out", metavar="DIR", help=f"output folder (default: a new outputs/{command}-<time>/)")
+    max_pixels_option(p)
+    mirror(p, "--device", AnalyzeConfig, "device", "where the model runs", choices=("auto", "cpu", "cuda"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zfnet.cli_options import CONV_LAYERS, mirror, number
+    from zfnet.config import InvarianceConfig, OcclusionConfig
+
     p = sub.add_parser(
         "occlude", help="occlusion maps of one image (Fig. 7)",
         description="Slide a grey square over the image; write occlusion.png with the strongest conv5 "
         "map's total activity, its deconvnet projection, the label's probability and the most probable "
         "class at every position, and print the numbers as JSON.",
     )
-    _common(p)
-    p.add_argument("--patch", type=int, default=16, help="square side, input pixels (default: 16)")
-    p.add_argument("--stride", type=int, default=4, help="step between positions, input pixels (default: 4)")
-    p.add_argument("--layer", default="conv5", help="conv layer of map (b) (default: conv5)")
-    p.add_argument("--max-batch", type=int, default=256, help="occluded images per forward (default: 256)")
+    _common(p, "occlude")
+    mirror(p, "--patch", OcclusionConfig, "patch", "square side, input pixels", type=number(int, gt=0))
+    mirror(p, "--stride", OcclusionConfig, "stride", "step between positions, input pixels", type=number(int, gt=0))
+    mirror(p, "--layer", OcclusionConfig, "layer", "conv layer of map (b)", choices=CONV_LAYERS)
+    mirror(p, "--max-batch", OcclusionConfig, "max_batch", "occluded images per forward", type=number(int, gt=0))
     p.set_defaults(func=_occlude)
 
     p = sub.add_parser(
@@ -250,11 +293,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the layer-1 and layer-7 feature distances and the label's probability, and print per transform "
         "how much less layer 7 moves than layer 1 (l1_over_l7), the mean probability and top-1.",
     )
-    _common(p)
-    p.add_argument("--translation", type=float, default=60.0,
-                   help="largest vertical shift in the paper's pixels at 224 (scaled to the input; default: 60)")
-    p.add_argument("--scale", type=float, nargs=2, default=[0.5, 1.8], metavar=("MIN", "MAX"),
-                   help="scale ratio range (default: 0.5 1.8)")
-    p.add_argument("--steps", type=int, default=13, help="amounts per translation/scale curve (default: 13)")
-    p.add_argument("--rotation-step", type=float, default=10.0, help="degrees between rotations (default: 10)")
+    _common(p, "invariance")
+    mirror(p, "--translation", InvarianceConfig, "translation", "largest vertical shift in the paper's pixels "
+           "at 224 (scaled to the input)", type=number(float, gt=0))
+    mirror(p, "--scale", InvarianceConfig, "scale", "scale ratio range, 0 < MIN < MAX", type=number(float, gt=0),
+           nargs=2, metavar=("MIN", "MAX"))
+    mirror(p, "--steps", InvarianceConfig, "steps", "amounts per translation/scale curve", type=number(int, gt=0))
+    mirror(p, "--rotation-step", InvarianceConfig, "rotation_step", "degrees between rotations, in (0, 360]",
+           type=number(float, gt=0, le=360))
     p.set_defaults(func=_invariance)

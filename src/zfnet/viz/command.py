@@ -33,6 +33,7 @@ def visualize(
     max_batch: int = 256,
     device: str | torch.device = "cpu",
     images_dir: str | Path | None = None,
+    max_pixels: int | None = None,
 ) -> dict:
     """Write the figures into ``out`` and return their paths and numbers.
 
@@ -51,9 +52,10 @@ def visualize(
         batch_size: images per forward of the passes; max_batch: deconvnet chunk size.
         device: where the models run.
         images_dir: scan this folder of image files (any layout; preprocessed like the pipeline)
-            instead of the prepared splits.
+            instead of the prepared splits; max_pixels: their decompression-bomb limit.
 
-    Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None}``.
+    Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None, "images":
+    images scanned for the top-9}``.
     """
     from zfnet.data.folder import ImageFiles
     from zfnet.data.shards import ShardDataset
@@ -65,7 +67,7 @@ def visualize(
     out, prepared = Path(out), Path(prepared)
     model, ckpt = load_model(checkpoint, map_location=device)
 
-    folder = ImageFiles(images_dir, ckpt["mean"].shape[-1]) if images_dir is not None else None
+    folder = ImageFiles(images_dir, ckpt["mean"].shape[-1], max_pixels) if images_dir is not None else None
 
     def images(name: str) -> ShardImages:
         dataset = folder if folder is not None else ShardDataset(prepared / name)
@@ -84,24 +86,58 @@ def visualize(
         train = images(evolution_split)
         evolved = evolution(milestones, train, train.fetch, out / "evolution.png", evolution_maps, stable,
                             device, max_batch)
-    return {"top9": {k: str(v) for k, v in figures.items()}, "filters": stats, "evolution": evolved}
+    return {"top9": {k: str(v) for k, v in figures.items()}, "filters": stats, "evolution": evolved,
+            "images": len(data)}
+
+
+def _labelled_checkpoint(text: str) -> tuple[str, str]:
+    """``--compare``'s ``LABEL=CHECKPOINT``."""
+    from zfnet.cli_options import checkpoint_file
+
+    label, sep, path = text.partition("=")
+    if not sep or not label:
+        raise argparse.ArgumentTypeError(f"expected LABEL=CHECKPOINT, got {text!r}")
+    return label, checkpoint_file(path)
+
+
+def _milestones(folder: str | None) -> list[Path]:
+    from zfnet.cli_options import checkpoint_problem
+    from zfnet.config import ConfigError
+
+    if folder is None:
+        return []
+    milestones = sorted(Path(folder).glob("epoch-*.pt"))
+    if not milestones:
+        raise ConfigError(f"--milestones: no epoch-NNN.pt checkpoint in {folder}")
+    problems = [p for p in map(checkpoint_problem, milestones) if p]
+    if problems:
+        raise ConfigError(f"--milestones: {problems[0]}")
+    return milestones
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zfnet.train.loop import resolve_device
+    import sys
 
-    milestones = sorted(Path(args.milestones).glob("epoch-*.pt")) if args.milestones else []
-    compare = dict(item.split("=", 1) for item in args.compare)
+    from zfnet.cli_options import device, output_dir
+
+    out = output_dir(args.out, "visualize")
     result = visualize(
-        args.checkpoint, args.prepared, args.out, milestones, compare, args.split, args.evolution_split,
-        args.maps, args.evolution_maps, args.stable, args.dead_ratio, args.max_images, args.batch_size,
-        args.max_batch, resolve_device(args.device), args.images,
+        args.checkpoint, args.prepared, out, _milestones(args.milestones), dict(args.compare), args.split,
+        args.evolution_split, args.maps, args.evolution_maps, args.stable, args.dead_ratio, args.max_images or None,
+        args.batch_size, args.max_batch, device(args.device), args.images, args.max_pixels,
     )
     print(json.dumps(result, indent=2))
+    if result["images"] < 9:
+        print(f"zfnet visualize: note: only {result['images']} images, so each top-9 shows {result['images']}, "
+              "not 9 (give more images for the paper's 3x3 grids)", file=sys.stderr)
+    print(f"zfnet visualize: wrote {out}/", file=sys.stderr)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zfnet.cli_options import checkpoint_file, max_pixels_option, mirror, number
+    from zfnet.config import VizConfig
+
     p = sub.add_parser(
         "visualize",
         help="deconvnet figures of a checkpoint: top-9 (Fig. 2), evolution (Fig. 4), filters (Fig. 6)",
@@ -111,24 +147,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "strongest activations evolve over training and when each layer converges (Fig. 4). "
         "Prints the figure paths and numbers as JSON.",
     )
-    p.add_argument("--checkpoint", default="models/model.pt", help="trained checkpoint (default: models/model.pt)")
+    p.add_argument("--checkpoint", type=checkpoint_file, default="models/model.pt",
+                   help="trained checkpoint (default: models/model.pt)")
     p.add_argument("--prepared", default="data/prepared", help="prepared shards folder (default: data/prepared)")
     p.add_argument("--images", metavar="DIR", help="a folder of your own image files (any layout) to scan "
                    "instead of the prepared splits; they are resized and cropped like the pipeline's")
-    p.add_argument("--out", default="figures/visualize", help="output folder (default: figures/visualize)")
+    max_pixels_option(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: a new outputs/visualize-<time>/; "
+                   "the pipeline's figures/visualize is a DVC out)")
     p.add_argument("--milestones", metavar="DIR", help="folder of epoch-NNN.pt milestone checkpoints (Fig. 4)")
-    p.add_argument("--compare", nargs="*", default=[], metavar="LABEL=CKPT",
-                   help="more checkpoints whose layer-1 filters to draw, e.g. krizhevsky=models/ablate/krizhevsky/model.pt")
-    p.add_argument("--split", default="val", help="split scanned for the top-9 (default: val)")
-    p.add_argument("--evolution-split", default="train", help="split scanned at each milestone (default: train)")
-    p.add_argument("--maps", type=int, default=16, help="feature maps shown per layer in Fig. 2 (default: 16)")
-    p.add_argument("--evolution-maps", type=int, default=4, help="feature maps per layer in Fig. 4 (default: 4)")
-    p.add_argument("--stable", type=int, default=7,
-                   help="top-9 images shared with the last milestone that count as converged (default: 7)")
-    p.add_argument("--dead-ratio", type=float, default=0.1,
-                   help="a filter is dead below this fraction of the layer's median RMS (default: 0.1)")
-    p.add_argument("--max-images", type=int, default=None, help="images used per split (default: all)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward (default: 128)")
-    p.add_argument("--max-batch", type=int, default=256, help="deconvnet reconstructions at once (default: 256)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    p.add_argument("--compare", nargs="*", default=[], metavar="LABEL=CKPT", type=_labelled_checkpoint,
+                   help="more checkpoints whose layer-1 filters to draw, e.g. krizhevsky=models_ablation/krizhevsky/model.pt")
+    mirror(p, "--split", VizConfig, "split", "split scanned for the top-9", choices=("train", "val"))
+    mirror(p, "--evolution-split", VizConfig, "evolution_split", "split scanned at each milestone",
+           choices=("train", "val"))
+    mirror(p, "--maps", VizConfig, "maps", "feature maps shown per layer in Fig. 2", type=number(int, gt=0))
+    mirror(p, "--evolution-maps", VizConfig, "evolution_maps", "feature maps per layer in Fig. 4",
+           type=number(int, gt=0))
+    mirror(p, "--stable", VizConfig, "stable", "top-9 images shared with the last milestone that count as "
+           "converged, 1..9", type=number(int, ge=1, le=9))
+    mirror(p, "--dead-ratio", VizConfig, "dead_ratio", "a filter is dead below this fraction of the layer's "
+           "median RMS, in (0, 1)", type=number(float, gt=0, lt=1))
+    mirror(p, "--max-images", VizConfig, "max_images", "images used per split, 0 = all", type=number(int, ge=0))
+    mirror(p, "--batch-size", VizConfig, "batch_size", "images per forward", type=number(int, gt=0))
+    mirror(p, "--max-batch", VizConfig, "max_batch", "deconvnet reconstructions at once", type=number(int, gt=0))
+    mirror(p, "--device", VizConfig, "device", "where the models run", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=_run)

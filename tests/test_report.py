@@ -113,7 +113,12 @@ def outputs(tmp_path_factory):
                                       ("visualize", "", None)):
             with tracking.stage_run(cfg, stage, variant):
                 if error is not None:
-                    mlflow.log_metrics({"val_top1_error": error, "val_top5_error": error / 4})
+                    mlflow.log_metrics({"val_top1_error": error, "val_top5_error": error / 4,
+                                        "final_val_top1_error": error})  # per epoch, and at the end
+        for n in (15, 30):  # one dvc.yaml stage, a run per training-set size
+            with tracking.stage_run(cfg, "transfer", f"caltech101-{n}", dvc_stage="transfer@caltech101",
+                                    setting={"dataset": "caltech101", "train_per_class": n}):
+                mlflow.log_metrics({"pretrained_accuracy": 40.0 + n})
         report_stage.main(load_params("params.yaml"))
     finally:
         os.chdir(cwd)
@@ -161,6 +166,8 @@ def test_report_page_shows_every_item_with_its_files_numbers_and_runs(outputs):
     assert "ablate@no_fc7" in runs and "ablate@zfnet" in runs
     ablation = page.section("table2-3", html)
     assert "ablate@zfnet" in ablation and "ablate@no_fc7" in ablation and "visualize" not in ablation
+    table4 = page.section("table4", html)  # linked by its dvc.yaml stage, transfer@caltech101
+    assert "transfer@caltech101-15" in table4 and "transfer@caltech101-30" in table4 and "no MLflow run" not in table4
 
 
 def test_report_metrics_count_what_was_produced(outputs):
@@ -254,18 +261,28 @@ def test_runs_list_and_compare(outputs, capsys):
     code, out, _ = _zfnet("runs", "--params", params, "list", "--stage", "ablate", capsys=capsys)
     assert code == 0
     lines = out.strip().splitlines()
-    assert len(lines) == 3 and "val_top1_error" in lines[0]
-    assert "no_fc7" in lines[1] and "23.5" in lines[1] and "zfnet" in lines[2] and "21" in lines[2]
+    assert len(lines) == 3 and "key metrics" in lines[0]
+    assert "no_fc7" in lines[1] and "val_top1_error=23.5" in lines[1] and "zfnet" in lines[2] and "=21" in lines[2]
 
     code, out, _ = _zfnet("runs", "--params", params, "list", "--latest", capsys=capsys)
     assert code == 0 and {"train", "ablate@zfnet", "ablate@no_fc7", "visualize", "report"} <= set(out.split())
-    assert "pipeline-" not in out
+    assert "pipeline-" not in out and max(map(len, out.splitlines())) <= 120
+    rows = {line.split()[1]: line for line in out.splitlines()[1:]}
+    assert "pretrained_accuracy=70" in rows["transfer@caltech101-30"]  # each stage's key metric, no NaN
+    code, wide, _ = _zfnet("runs", "--params", params, "list", "--latest", "--wide", capsys=capsys)
+    assert code == 0 and "variant" in wide.splitlines()[0] and "val_top1_error" in wide.splitlines()[0]
 
     code, out, _ = _zfnet("runs", "--params", params, "compare", "ablate@zfnet", "ablate@no_fc7", capsys=capsys)
     assert code == 0
     rows = {line.split()[0]: line.split()[1:] for line in out.strip().splitlines()[1:]}
     assert rows["metrics.val_top1_error"] == ["21", "23.5"] and rows["variant"] == ["zfnet", "no_fc7"]
     assert not [r for r in rows if r.startswith("params.")], "same params: none differ"
+
+    code, out, _ = _zfnet("runs", "--params", params, "compare", "transfer@caltech101-15", "transfer@caltech101-30",
+                          capsys=capsys)
+    rows = {line.split()[0]: line.split()[1:] for line in out.strip().splitlines()[1:]}
+    assert code == 0 and [r for r in rows if r.startswith("params.")] == ["params.setting.train_per_class"]
+    assert rows["params.setting.train_per_class"] == ["15", "30"]
 
 
 def test_runs_errors_are_one_line(outputs, capsys, tmp_path, monkeypatch):

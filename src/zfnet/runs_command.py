@@ -28,13 +28,20 @@ def _connect(args: argparse.Namespace) -> str:
 def _print(table) -> None:
     import pandas as pd
 
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10**6,
                            "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=not table.index.equals(pd.RangeIndex(len(table)))))
 
 
+def _print_left(table) -> None:
+    """``table`` (of strings) left-aligned, two spaces between columns."""
+    widths = [max([len(c), *table[c].map(len)]) for c in table.columns]
+    for row in [list(table.columns), *table.itertuples(index=False)]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
 def _list(args: argparse.Namespace) -> int:
-    from zfnet.report.runs import key_metrics, latest_stage_runs, listing, search
+    from zfnet.report.runs import WIDTH, key_metrics, latest_stage_runs, listing, search, summary
 
     runs = search(_connect(args))
     if args.stage:
@@ -45,8 +52,10 @@ def _list(args: argparse.Namespace) -> int:
     if runs.empty:
         print("no runs")
         return 0
-    metrics = args.metrics.split(",") if args.metrics else key_metrics(runs)
-    _print(listing(runs, metrics))
+    if args.wide or args.metrics:
+        _print(listing(runs, args.metrics.split(",") if args.metrics else key_metrics(runs)))
+    else:
+        _print_left(summary(runs, WIDTH))
     return 0
 
 
@@ -73,6 +82,8 @@ def _run(func):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zfnet.cli_options import number
+
     p = sub.add_parser("runs", help="list and compare the pipeline's MLflow runs",
                        description="List the pipeline's MLflow runs (one per stage and variant) and compare "
                        "runs side by side: metrics, and the params that differ.")
@@ -82,12 +93,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     runs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     ls = runs.add_parser("list", help="one row per run with its key metrics, newest first",
-                         description="One row per run: id, name, stage, variant, status, start and key metrics "
-                         "(by default the metrics most runs logged).")
+                         description="One row per run, in 120 columns: id, name, status, start and the key "
+                         "metrics of its stage. --wide (or --metrics): full ids, stage, variant and one column "
+                         "per metric.")
     ls.add_argument("--stage", help="only runs of this stage (e.g. train, ablate, transfer)")
     ls.add_argument("--latest", action="store_true", help="only the newest run of each stage and variant")
-    ls.add_argument("--metrics", help="comma-separated metric names to show (default: the most common ones)")
-    ls.add_argument("--max", type=int, default=50, help="at most this many runs (default: 50)")
+    ls.add_argument("--wide", action="store_true", help="every column, one per metric (the metrics most runs logged)")
+    ls.add_argument("--metrics", help="comma-separated metric names, one column each (implies --wide)")
+    ls.add_argument("--max", type=number(int, gt=0), default=50, help="at most this many runs (default: 50)")
     ls.set_defaults(func=_run(_list))
 
     cmp = runs.add_parser("compare", help="runs side by side: metrics and the params that differ",

@@ -327,10 +327,12 @@ def parent_run_id(cfg: Config, params_path: str | Path = "params.yaml") -> str:
     return run.info.run_id
 
 
-def _params(cfg: Config) -> list:
+def _params(cfg: Config, setting: dict | None = None) -> list:
+    """``cfg`` flattened (``train.lr``), and ``setting`` as ``setting.<key>``, as MLflow params."""
     from mlflow.entities import Param
 
-    return [Param(k, str(v)[:6000]) for k, v in sorted(flatten(to_dict(cfg)).items())]
+    values = {**flatten(to_dict(cfg)), **{f"setting.{k}": v for k, v in (setting or {}).items()}}
+    return [Param(k, str(v)[:6000]) for k, v in sorted(values.items())]
 
 
 @contextlib.contextmanager
@@ -341,11 +343,17 @@ def stage_run(
     params_path: str | Path = "params.yaml",
     run_id: str | None = None,
     dvc_stage: str = "",
+    setting: dict | None = None,
 ) -> Iterator:
     """A child run of the pipeline's parent run for one stage (or variant); yields the active run.
 
+    Its params are ``cfg``: pass the config the run actually ran with (an ablation variant's, not
+    the profile's), so that comparing runs shows what differs between them.
+
     ``dvc_stage``: the ``dvc.yaml`` stage name when it differs from ``stage@variant`` (a stage
     that logs one run per setting, e.g. ``transfer@caltech101`` per training-set size).
+    ``setting``: what tells this run from the stage's other runs that share ``cfg``
+    (``{"dataset": "caltech101", "train_per_class": 15}``), logged as params ``setting.<key>``.
 
     ``run_id`` continues an existing run (e.g. training resumed after a crash). The run ends
     FAILED if the body raises, and the parent's end time follows its last child.
@@ -369,7 +377,7 @@ def stage_run(
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags)
     try:
         if run_id is None:
-            mlflow.MlflowClient().log_batch(run.info.run_id, params=_params(cfg))
+            mlflow.MlflowClient().log_batch(run.info.run_id, params=_params(cfg, setting))
         if Path(params_path).exists():
             mlflow.log_artifact(str(params_path))
         yield run

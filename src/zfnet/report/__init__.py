@@ -27,11 +27,13 @@ def pipeline_runs(cfg: Config, dvc_exp_name: str = "") -> list[Run]:
     runs = search(cfg.tracking.experiment)
     tags = runs.reindex(columns=["tags.profile", "tags.dvc_exp_name", "tags.mlflow.parentRunId"]).fillna("")
     latest = latest_stage_runs(runs[(tags["tags.profile"] == cfg.profile) & (tags["tags.dvc_exp_name"] == dvc_exp_name)])
-    text = latest.reindex(columns=["tags.mlflow.runName", "tags.variant", "tags.mlflow.parentRunId"]).fillna("")
+    text = latest.reindex(columns=["tags.mlflow.runName", "tags.variant", "tags.mlflow.parentRunId",
+                                   "tags.dvc_stage"]).fillna("")
     return [
         Run(run_id=r["run_id"], name=t["tags.mlflow.runName"], stage=r["tags.stage"], variant=t["tags.variant"],
             status=r["status"], start_time=r["start_time"].strftime("%Y-%m-%d %H:%M:%S"),
-            experiment_id=str(r["experiment_id"]), parent_run_id=t["tags.mlflow.parentRunId"])
+            experiment_id=str(r["experiment_id"]), parent_run_id=t["tags.mlflow.parentRunId"],
+            dvc_stage=t["tags.dvc_stage"])
         for (_, r), (_, t) in zip(latest.iterrows(), text.iterrows())
     ]
 

@@ -35,6 +35,7 @@ class Run:
     start_time: str  # ISO 8601, UTC
     experiment_id: str
     parent_run_id: str = ""
+    dvc_stage: str = ""  # the dvc.yaml stage that logged it (``transfer@caltech101`` for ``transfer@caltech101-15``)
 
 
 @dataclass
@@ -152,7 +153,9 @@ def _run_link(run: Run, meta: Meta) -> str:
 
 
 def _runs_of(item: Item, runs: list[Run]) -> list[Run]:
-    return [r for r in runs if r.stage in item.stages or r.name in item.stages]
+    """The runs of the item's stages: by stage (``ablate``: every variant) or by ``dvc.yaml`` stage
+    (``transfer@caltech101``: each of its training-set sizes)."""
+    return [r for r in runs if {r.stage, r.name, r.dvc_stage} & set(item.stages)]
 
 
 def _table_html(path: Path, source: str) -> str:

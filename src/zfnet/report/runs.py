@@ -69,6 +69,21 @@ def pick(runs: pd.DataFrame, refs: list[str]) -> pd.DataFrame:
 
 KEY_WORDS = ("top1_error", "top5_error", "accuracy", "map")  # what the paper's tables report
 
+KEY_METRICS: dict[str, tuple[str, ...]] = {  # stage -> the metrics that say how it went (those it logged)
+    "data": ("train_images", "val_images"),
+    "preprocess": ("train_count", "train_skipped", "val_skipped"),
+    "train": ("final_val_top1_error", "final_val_top5_error"),
+    "visualize": ("filters_conv1_dead_fraction", "lower_layers_converge_first"),
+    "ablate": ("final_val_top1_error", "final_val_top5_error"),
+    "ablation_report": ("findings_hold", "findings_tested"),
+    "analyze": ("pointing_game", "pointing_game_chance"),
+    "transfer_data": ("caltech101_images", "caltech256_images", "voc2012_images"),
+    "transfer": ("pretrained_accuracy", "scratch_accuracy", "pretrained_map", "scratch_map"),
+    "probe": ("accuracy_conv1", "accuracy_conv5", "accuracy_fc7"),
+    "report": ("items_reproduced", "items"),
+}
+WIDTH = 120  # columns of `zfnet runs list` (``--wide``: no limit)
+
 
 def key_metrics(runs: pd.DataFrame, limit: int = 6) -> list[str]:
     """Up to ``limit`` metric names for a listing: those of the paper's tables (errors, accuracies,
@@ -86,6 +101,31 @@ def listing(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     for name in metrics:
         table[name] = runs[f"metrics.{name}"] if f"metrics.{name}" in runs.columns else float("nan")
     return table.reset_index(drop=True)
+
+
+def _key_text(run: pd.Series) -> str:
+    """``val_top1_error=1.82 val_top5_error=0`` from the run's :data:`KEY_METRICS` (``final_`` dropped)."""
+    names = KEY_METRICS.get(run.get("tags.stage") or "", ())
+    values = [(n.removeprefix("final_"), run.get(f"metrics.{n}")) for n in names]
+    return " ".join(f"{n}={v:.4g}" for n, v in values if v is not None and v == v)
+
+
+def summary(runs: pd.DataFrame, width: int = WIDTH) -> pd.DataFrame:
+    """One row per run in at most ``width`` columns: id (8 characters), name, status, start (UTC, to
+    the minute) and its stage's key metrics (:data:`KEY_METRICS`), cut with "..." where too long."""
+    table = pd.DataFrame({
+        "run": runs["run_id"].str[:8],
+        "name": runs["tags.mlflow.runName"].fillna(""),
+        "status": runs["status"],
+        "started": pd.to_datetime(runs["start_time"], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
+        "key metrics": [_key_text(r) for _, r in runs.iterrows()],
+    }).reset_index(drop=True)
+    if table.empty:
+        return table
+    used = sum(max(table[c].str.len().max(), len(c)) + 2 for c in table.columns[:-1])  # + the separators
+    room = max(width - used, 12)
+    table["key metrics"] = [t if len(t) <= room else t[: room - 3] + "..." for t in table["key metrics"]]
+    return table
 
 
 def compare(runs: pd.DataFrame, all_params: bool = False) -> pd.DataFrame:

@@ -25,7 +25,7 @@ def main(cfg: Config, variant: str) -> None:
     import mlflow
 
     from zfnet import tracking
-    from zfnet.experiments.ablation import train_variant
+    from zfnet.experiments.ablation import ablation_config, train_variant
     from zfnet.experiments.variants import VARIANTS
     from zfnet.train.loop import RESUME_FILE
 
@@ -34,7 +34,7 @@ def main(cfg: Config, variant: str) -> None:
     out_dir, state_dir = MODELS_ABLATION / variant, STATE / "ablate" / variant
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    with tracking.stage_run(cfg, "ablate", variant=variant) as run:
+    with tracking.stage_run(ablation_config(cfg, variant), "ablate", variant=variant) as run:  # the params it ran with
         epoch_log = tracking.EpochLog(run.info.run_id)  # a tracking outage does not stop training
         result = train_variant(
             cfg, variant, PREPARED, out_dir, state_dir,

@@ -44,7 +44,8 @@ def main(cfg: Config) -> None:
     }
     write_json(METRICS / "probe.json", metrics)
     for ds, values in metrics.items():
-        with tracking.stage_run(cfg, "probe", variant=ds, dvc_stage="probe"):
+        with tracking.stage_run(cfg, "probe", variant=ds, dvc_stage="probe",
+                                setting={"dataset": ds, "train_per_class": counts[ds]}):
             mlflow.log_metrics({**values, "train_per_class": counts[ds]})
             mlflow.set_tag("best_layer", trends[ds]["best_layer"])
             mlflow.log_artifact(str(csv_path), "probe")

@@ -148,9 +148,37 @@ def test_zfnet_runs_compares_variants_on_the_server(pipeline):
     assert any(r.startswith("metrics.") for r in rows)
 
 
+def test_runs_compare_shows_what_each_variant_ran_with(pipeline):
+    """The variants' params are their own configs, so comparing them shows the change (Table 2's)."""
+    root, env, url, _ = pipeline
+    out = run(["zfnet", "runs", "compare", "ablate@zfnet", "ablate@krizhevsky"], root,
+              {**env, "MLFLOW_TRACKING_URI": url}).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert rows["params.model.arch"] == ["zfnet", "krizhevsky"]
+    assert rows["params.model.conv1_kernel"] == ["7", "11"] and rows["params.model.conv1_stride"] == ["2", "4"]
+    out = run(["zfnet", "runs", "compare", "transfer@caltech101-3", "transfer@caltech101-5"], root,
+              {**env, "MLFLOW_TRACKING_URI": url}).stdout
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("params.")] == [
+        "params.setting.train_per_class"]
+
+
+def test_runs_list_shows_every_stages_key_metric_in_120_columns(pipeline):
+    root, env, url, runs = pipeline
+    out = run(["zfnet", "runs", "list", "--latest"], root, {**env, "MLFLOW_TRACKING_URI": url}).stdout
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 120, max(map(len, lines))
+    start = lines[0].index("key metrics")
+    shown = {line.split()[1]: line[start:].strip() for line in lines[1:]}
+    assert set(shown) == set(_children(runs)), set(_children(runs)) ^ set(shown)
+    assert all(shown.values()), [name for name, metrics in shown.items() if not metrics]
+    assert "pointing_game=" in shown["analyze"] and "pretrained_accuracy=" in shown["transfer@caltech101-3"]
+    assert "pretrained_map=" in shown["transfer@voc2012"] and "accuracy_fc7=" in shown["probe@caltech101"]
+
+
 def test_report_links_every_run_on_the_server(pipeline, tmp_path):
     root, _, url, runs = pipeline
     html = (root / "reports/index.html").read_text()
+    assert "no MLflow run of them found" not in html  # every item links its runs (Tables 4, 5 by dvc.yaml stage)
     for r in runs:
         if _tags(r).get("stage") and _tags(r)["stage"] != "report":
             run_id = r["info"]["run_id"]

@@ -12,7 +12,8 @@ def _run(args: argparse.Namespace) -> int:
     from zfnet.config import compose, from_dict
     from zfnet.retrain import RetrainBusy, RetrainError, retrain
 
-    from_dict(compose(args.overrides), "conf/ + " + " ".join(args.overrides))  # a bad override: one line, before any work
+    if args.overrides:  # a bad override: one line, before the lock and any work
+        from_dict(compose(args.overrides), "conf/ + " + " ".join(args.overrides))
     try:
         report = retrain(args.overrides)
     except RetrainBusy as exc:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 OUTPUTS = Path("outputs")  # git-ignored: hand-run commands write here unless --out is given
-CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 _BOUNDS = (("gt", operator.gt, ">"), ("ge", operator.ge, ">="), ("lt", operator.lt, "<"), ("le", operator.le, "<="))
 
 

@@ -271,8 +271,9 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from zfnet.cli_options import CONV_LAYERS, mirror, number
+    from zfnet.cli_options import mirror, number
     from zfnet.config import InvarianceConfig, OcclusionConfig
+    from zfnet.models import CONV_LAYERS
 
     p = sub.add_parser(
         "occlude", help="occlusion maps of one image (Fig. 7)",

@@ -8,7 +8,8 @@ from torch import nn
 
 from zfnet.models import build, krizhevsky, zfnet
 from zfnet.config import ModelConfig
-from zfnet.train.loop import init_weights, renormalize_filters
+from zfnet.models.filters import renormalize_filters
+from zfnet.train.loop import init_weights
 
 PAPER_SHAPES = {"conv1": (96, 55, 55), "conv2": (256, 13, 13), "conv3": (384, 13, 13),
                 "conv4": (384, 13, 13), "conv5": (256, 6, 6)}

@@ -90,7 +90,7 @@ def test_prefetch_thread_or_in_line_train_the_same_model(prepared):
 
 
 def test_prefetch_depth_overlaps_only_where_it_can(monkeypatch):
-    from zfnet.train.loop import prefetch_depth
+    from zfnet.train.runtime import prefetch_depth
 
     assert prefetch_depth(torch.device("cuda"), 0) == 2 and prefetch_depth(torch.device("cpu"), 5) == 5
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)

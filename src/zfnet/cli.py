@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "zfnet.viz.analysis_command",  # occlude, invariance
     "zfnet.experiments.ablation_command",  # ablation
     "zfnet.runs_command",  # runs
+    "zfnet.findings_command",  # findings
     "zfnet.retrain_command",  # retrain
     "zfnet.bench.command",  # bench
 )

@@ -111,7 +111,7 @@ def device(name: str):
     import torch
 
     from zfnet.config import ConfigError
-    from zfnet.train.loop import resolve_device
+    from zfnet.train.runtime import resolve_device
 
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device: cuda was asked for but torch sees no CUDA device (use --device cpu or auto)")

@@ -27,11 +27,11 @@ class ConfigError(ValueError):
 class SyntheticConfig:
     """The procedural dataset written in the ImageNet layout (classes of drawn objects on clutter)."""
 
-    classes: int = 11  # the first N of zfnet.data.synthetic.CLASS_NAMES (11: the 10 shapes and face)
-    train_per_class: int = 300
-    val_per_class: int = 50
-    min_side: int = 80  # raw images are W x H with both sides in [min_side, max_side]
-    max_side: int = 96
+    classes: int = 14  # the first N of zfnet.data.synthetic.CLASS_NAMES (14: controls .. textures)
+    train_per_class: int = 150
+    val_per_class: int = 80
+    min_side: int = 128  # raw images are W x H with both sides in [min_side, max_side]
+    max_side: int = 152
     val_layout: str = "folders"  # folders: val/<wnid>/*.JPEG | flat: val/*.JPEG + LOC_val_solution.csv
     seed: int = 0
 
@@ -64,11 +64,11 @@ class ModelConfig:
 
 @dataclass
 class AnnealConfig:
-    """Learning-rate annealing when validation error plateaus (the paper anneals by hand)."""
+    """Learning-rate annealing (:mod:`zfnet.train.schedule`; the paper anneals by hand on plateaus)."""
 
-    factor: float = 0.1
-    patience: int = 3  # epochs without improvement before the rate is multiplied by factor
-    min_lr: float = 1e-5
+    factor: float = 0.1  # plateau: the rate is multiplied by this ...
+    patience: int = 3  # ... after this many epochs without a new best validation error
+    min_lr: float = 1e-5  # plateau: never below this; cosine: the rate of the last epoch
 
 
 @dataclass
@@ -79,16 +79,21 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    init: str = "paper"  # paper: N(0, init_std) weights, zero biases | kaiming: He normal
+    # paper: N(0, init_std) weights | kaiming: He normal but fc8 | mixed: N(0, init_std) for conv1 and
+    # fc8, He normal in between (zfnet.train.loop.init_weights); biases 0
+    init: str = "paper"
     init_std: float = 0.01
     renormalize: bool = True  # filter RMS renormalisation
     renorm_radius: float = 0.1
+    schedule: str = "plateau"  # plateau: anneal when the validation error plateaus (paper) | cosine: to anneal.min_lr
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
     warmup_epochs: int = 0  # linear warm-up of the learning rate (0 = none, as in the paper)
+    crops: str = "ten"  # training crops: ten: one of the paper's 10 sub-crops | random: any window, random flip
     milestones: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])
     # Crops averaged in the reported evaluation (milestones and last epoch): 10 = 4 corners + centre,
     # with flips (paper) | 1 = centre. Every epoch also evaluates the centre crop (curves, annealing).
     eval_crops: int = 10
+    val_every: int = 1  # centre-crop validation every N epochs (0: only at milestones and the last); plateau needs 1
     # Training batches read and cropped ahead by a background thread: 0 = auto (2 ahead on a GPU or
     # with a core to spare, in line on a CPU whose cores the step fills), N = always N ahead.
     workers: int = 0
@@ -187,6 +192,10 @@ class AblationConfig:
         "zfnet", "no_fc7", "no_fc6_fc7", "no_conv3_conv4", "no_conv3_conv4_fc6_fc7", "fc_narrow", "fc_wide",
         "conv_wide", "conv_wide_fc_wide", "krizhevsky", "no_renorm"])
     epochs: int = 70  # training epochs per variant (train.epochs in the paper)
+    seeds: List[int] = field(default_factory=lambda: [0])  # each variant is trained once per seed
+    size: int = 0  # image side the variants train on (the prepared images resized), 0 = preprocess.size
+    crop: int = 0  # their training and test crop, 0 = train.crop
+    workers: int = 0  # seeds trained at once (processes sharing the CPU threads), 0 = one per core, at most one per seed
     train_per_class: int = 0  # training images per class (a seeded subset), 0 = all
     maps: int = 8  # conv2 feature maps shown in the Fig. 6 aliasing view (top-9 per map)
     max_images: int = 0  # validation images scanned for that view, 0 = all
@@ -207,7 +216,7 @@ class OcclusionConfig:
     patch: int = 16  # side of the grey square, input pixels
     stride: int = 8  # step between square positions, input pixels
     layer: str = "conv5"  # whose strongest feature map gives map (b)
-    images: int = 0  # validation images scored in the pointing game, 0 = all
+    images: int = 140  # validation images scored (pointing game, projection test), spread over the classes; 0 = all
     figure_images: int = 6  # images shown in the figure (classes spread over the label range)
     max_batch: int = 256  # occluded images per forward pass
 
@@ -216,7 +225,8 @@ class OcclusionConfig:
 class InvarianceConfig:
     """Feature invariance to translation, scale and rotation (PAPER.md Fig. 5)."""
 
-    images: int = 5  # validation images, classes spread over the label range
+    images: int = 5  # validation images in the figure: upright and symmetric classes first, then spread
+    test_images: int = 140  # validation images the findings are measured on, spread evenly over the classes
     translation: float = 60.0  # largest vertical shift in the paper's pixels at 224 (scaled to the input size)
     scale: List[float] = field(default_factory=lambda: [0.5, 1.8])  # [smallest, largest] scale ratio
     steps: int = 13  # amounts per translation and scale curve
@@ -227,7 +237,7 @@ class InvarianceConfig:
 class CorrespondenceConfig:
     """Correspondence of face parts across images (PAPER.md Fig. 8, Table 1)."""
 
-    sets: int = 10  # sets of faces; Delta is reported as mean +- std over sets
+    sets: int = 60  # sets of faces (one breed per set, in turn); Delta is reported as mean +- std over sets
     per_set: int = 5  # faces per set (5 in the paper)
     margin: float = 1.0  # pixels added around each part's box when masking it
 
@@ -340,7 +350,12 @@ def validate(cfg: Config) -> Config:
         _fail("train.crop", f"must be <= preprocess.size ({cfg.preprocess.size}), got {t.crop}")
     if t.momentum >= 1.0:
         _fail("train.momentum", f"must be < 1, got {t.momentum}")
-    _check_choice("train.init", t.init, ("paper", "kaiming"))
+    _check_choice("train.init", t.init, ("paper", "kaiming", "mixed"))
+    _check_choice("train.schedule", t.schedule, ("plateau", "cosine"))
+    _check_choice("train.crops", t.crops, ("ten", "random"))
+    _check_positive(t, "train", "val_every", allow_zero=True)
+    if t.schedule == "plateau" and t.val_every != 1:
+        _fail("train.val_every", f"must be 1 with train.schedule plateau (it anneals on every epoch's validation error), got {t.val_every}")
     _check_choice("train.eval_crops", t.eval_crops, (1, 10))
     _check_choice("train.device", t.device, ("auto", "cpu", "cuda"))
     if not 0.0 < t.anneal.factor < 1.0:
@@ -376,7 +391,13 @@ def validate(cfg: Config) -> Config:
     if len(set(a.variants)) != len(a.variants):
         _fail("ablation.variants", f"lists a variant twice: {list(a.variants)}")
     _check_positive(a, "ablation", "epochs maps")
-    _check_positive(a, "ablation", "train_per_class max_images", allow_zero=True)
+    _check_positive(a, "ablation", "train_per_class max_images size crop workers", allow_zero=True)
+    if not a.seeds or len(set(a.seeds)) != len(a.seeds) or min(a.seeds) < 0:
+        _fail("ablation.seeds", f"must be distinct seeds >= 0, at least one, got {list(a.seeds)}")
+    if (a.crop or cfg.train.crop) > (a.size or cfg.preprocess.size):
+        _fail("ablation.crop", f"must be <= the ablation's image side ({a.size or cfg.preprocess.size}), got {a.crop or cfg.train.crop}")
+    if a.size > cfg.preprocess.size:
+        _fail("ablation.size", f"must be <= preprocess.size ({cfg.preprocess.size}): the variants train on the prepared images, shrunk, got {a.size}")
     if not cfg.report.out.strip():
         _fail("report.out", "must not be empty")
     if cfg.report.mlflow_ui and not cfg.report.mlflow_ui.startswith(("http://", "https://")):
@@ -392,7 +413,7 @@ def _validate_analyze(an: "AnalyzeConfig", crop: int) -> None:
     if o.patch > crop:
         _fail("analyze.occlusion.patch", f"must be <= train.crop ({crop}), got {o.patch}")
     _check_choice("analyze.occlusion.layer", o.layer, ("conv1", "conv2", "conv3", "conv4", "conv5"))
-    _check_positive(inv, "analyze.invariance", "images translation steps rotation_step")
+    _check_positive(inv, "analyze.invariance", "images test_images translation steps rotation_step")
     if len(inv.scale) != 2 or not 0 < inv.scale[0] < inv.scale[1]:
         _fail("analyze.invariance.scale", f"must be [smallest, largest] with 0 < smallest < largest, got {list(inv.scale)}")
     _check_positive(c, "analyze.correspondence", "sets")

@@ -102,7 +102,8 @@ def held_out_errors(checkpoint: Path, cfg: Config, val_set, crops: int) -> dict 
     checkpoint), on CPU or the configured device, in fp32.
     """
     from zfnet.train.checkpoint import load_model
-    from zfnet.train.loop import evaluate, resolve_device
+    from zfnet.train.loop import evaluate
+    from zfnet.train.runtime import resolve_device
 
     model, ckpt = load_model(checkpoint)
     if list(ckpt["classes"]) != list(val_set.classes):
@@ -110,7 +111,7 @@ def held_out_errors(checkpoint: Path, cfg: Config, val_set, crops: int) -> dict 
     train = dataclasses.replace(cfg.train, crop=ckpt["input_size"], input_scale=ckpt["input_scale"],
                                 amp=False, channels_last=False)
     device = resolve_device(cfg.train.device)
-    return evaluate(model.to(device), val_set, ckpt["mean"], dataclasses.replace(cfg, train=train), device, crops)
+    return evaluate(model.to(device), val_set, ckpt["mean"], train, device, crops)
 
 
 def _version_of(client, name: str, md5: str):

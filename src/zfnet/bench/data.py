@@ -37,7 +37,8 @@ from zfnet.data.preprocess import preprocess, preprocess_split
 from zfnet.data.shards import ShardDataset, load_mean
 from zfnet.data.synthetic import write_imagenet
 from zfnet.data.transforms import center_crop, normalize, random_crops
-from zfnet.train.loop import fit, prefetch
+from zfnet.train.loop import fit
+from zfnet.train.runtime import prefetch
 
 
 class Scratch:

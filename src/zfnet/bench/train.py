@@ -28,7 +28,8 @@ from zfnet.bench.gemm import matmul
 from zfnet.bench.timing import Rounds, race, target
 from zfnet.config import ModelConfig, TrainConfig
 from zfnet.models import ConvNet, build
-from zfnet.train.loop import init_weights, renormalize_filters, sgd, topk_errors
+from zfnet.models.filters import renormalize_filters
+from zfnet.train.loop import init_weights, sgd, topk_errors
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,32 @@
 """Procedural images of drawn objects on cluttered backgrounds, written in real dataset layouts.
 
 No dataset can be downloaded here, so the pipeline runs on images drawn by this module: one
-object per image (a shape such as a disc, star or arrow, see :data:`CLASS_NAMES`) at a random
-position, scale, rotation and colour, on a background of a colour gradient, thin lines, small
-patches and noise. The object's bounding box is known exactly, so localisation results (occlusion
-maps, deconvnet projections) can be checked against it.
+object per image at a random position, scale, rotation (at most 30 degrees: objects are upright, as
+in photographs) and colour, with shading, on a background of a colour gradient, smooth mottling,
+thin lines, small patches and noise. The object's bounding box is known exactly, so localisation
+results (occlusion maps, deconvnet projections) can be checked against it.
+
+The classes (:data:`CLASS_NAMES`, in this order; a dataset of ``K`` classes uses the first ``K``)
+are chosen so that the paper's findings can appear in them (docs/paper.md):
+
+- **rotation-symmetric controls** (``disc``, ``ring``: any rotation; ``square``, ``plus``: 90
+  degrees; ``star``: 72), and **upright classes** (``heart``, ``tee``, ``house``, ``keyhole``) that
+  no rotation beyond the training range nor a horizontal flip turns into a training image: Fig. 5's
+  "not invariant to rotation, except for rotation-symmetric objects" (:data:`ROTATION_SYMMETRY`);
+- **face breeds** (``face_round``, ``face_square``, ``face_triangle``): the same head and mouth,
+  opaque eyes (light, with a dark pupil) and a dark nose whose *shape* alone tells the breeds
+  apart, so a network must encode the parts (Fig. 8, Table 1; :func:`render_face`);
+- **fine textures** (``stripes``, ``checks``): an ellipse filled with a grating or a checkerboard,
+  otherwise like ``disc``, of a period of 2-4 pixels at the ablation scale, which a stride-4 first
+  layer aliases (Table 2, Fig. 6; :data:`TEXTURES`);
+- further shapes used only by the transfer datasets (``triangle``, ``arrow``, ...).
 
 Three layers, each reusable by the writers of other layouts:
 
-- the shape registry :data:`SHAPES`: name -> a function ``rng -> [(points, fill), ...]`` giving
-  polygons in unit coordinates (``points`` is ``(K, 2)`` float, x right and y down; ``fill`` True
-  paints the object, False cuts a hole), drawn in order;
+- the shape registry :data:`SHAPES`: name -> a function ``rng -> [(points, paint), ...]`` giving
+  polygons in unit coordinates (``points`` is ``(K, 2)`` float, x right and y down; ``paint`` True
+  paints the object, False cuts a hole, an RGB triple paints an opaque part of that colour on top,
+  e.g. an eye), drawn in order; :data:`TEXTURES`: name -> a grating that modulates the object's fill;
 - :func:`render_image`: one RGB image of one shape and its box;
 - layout writers: :func:`write_imagenet` (``train/<wnid>/``, ``val/``, Kaggle ``LOC_*`` files and
   torchvision's ``meta.bin``).
@@ -32,7 +48,7 @@ import time
 from contextlib import nullcontext
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -41,7 +57,8 @@ from tqdm import tqdm
 
 from zfnet.config import ConfigError, SyntheticConfig
 
-Polygons = list[tuple[np.ndarray, bool]]
+Paint = Union[bool, tuple[float, float, float]]  # True: the object's colour, False: a hole, RGB: a part
+Polygons = list[tuple[np.ndarray, Paint]]
 Box = tuple[int, int, int, int]
 
 SUPERSAMPLE = 4  # the object mask is drawn at 4x and box-filtered down: anti-aliased edges
@@ -119,31 +136,105 @@ def lightning(rng: np.random.Generator) -> Polygons:
     return [(_poly(-0.15, -1, 0.65, -1, 0.2 + j, -0.2, 0.7, -0.2, -0.45, 1, -0.05 + j, 0.12, -0.5, 0.12), True)]
 
 
-def face(rng: np.random.Generator) -> Polygons:
-    """A frontal face: head, two eyes (holes with a pupil), a nose and a mouth (holes).
+EYE = (232.0, 232.0, 226.0)  # the opaque parts' colours: the same in every face, whatever the head's
+PUPIL = (28.0, 24.0, 24.0)
+NOSE = (70.0, 48.0, 44.0)
+MOUTH = (40.0, 24.0, 24.0)
+
+
+def _part(kind: str, centre: np.ndarray, rx: float, ry: float) -> np.ndarray:
+    """``(K, 2)`` outline of a face part of shape ``kind`` (round | square | triangle) in the box
+    ``centre +- (rx, ry)``; triangles point up."""
+    if kind == "round":
+        unit = _circle(0, 0, 1)
+    elif kind == "square":
+        unit = _poly(-1, -1, 1, -1, 1, 1, -1, 1)
+    else:
+        unit = _poly(0, -1, 1, 1, -1, 1)
+    return centre + unit * (rx, ry)
+
+
+def _face(kind: str, rng: np.random.Generator) -> Polygons:
+    """A frontal face whose eyes (light, with a dark pupil of the same shape) and nose (dark) are
+    of shape ``kind``; head and mouth are the same for every kind.
 
     The polygons are in the order of :data:`FACE_PARTS` (``left_eye`` is the eye on the image's
     left), so the parts can be located after placement (:func:`render_face`).
     """
-    eye_x, eye_y = rng.uniform(0.28, 0.36), rng.uniform(-0.32, -0.2)
-    eye_rx, eye_ry = rng.uniform(0.15, 0.19), rng.uniform(0.11, 0.15)
-    pupil = rng.uniform(0.4, 0.55)  # pupil radius as a fraction of the eye's
-    nose_y, nose_w = rng.uniform(0.12, 0.2), rng.uniform(0.1, 0.14)
-    mouth_y, mouth_w = rng.uniform(0.48, 0.56), rng.uniform(0.3, 0.4)
-    polygons = [(_circle(0, 0, 1) * (0.8, 1.0), True)]
+    eye_x, eye_y = rng.uniform(0.3, 0.36), rng.uniform(-0.3, -0.22)
+    eye_r = rng.uniform(0.15, 0.18)  # half-size of each eye
+    nose_y, nose_r = rng.uniform(0.08, 0.16), rng.uniform(0.11, 0.14)
+    mouth_y, mouth_w = rng.uniform(0.5, 0.56), rng.uniform(0.3, 0.38)
+    polygons: Polygons = [(_circle(0, 0, 1) * (0.8, 1.0), True)]
     for side in (-1, 1):
         centre = np.array([side * eye_x, eye_y])
-        polygons += [(centre + _circle(0, 0, 1) * (eye_rx, eye_ry), False),
-                     (centre + _circle(0, 0, 1) * (pupil * eye_ry), True)]
-    polygons.append((_poly(0, nose_y - 0.3, nose_w, nose_y, -nose_w, nose_y), False))
+        polygons += [(_part(kind, centre, eye_r, eye_r), EYE), (_part(kind, centre, 0.45 * eye_r, 0.45 * eye_r), PUPIL)]
+    polygons.append((_part(kind, np.array([0.0, nose_y]), nose_r, nose_r), NOSE))
     x = np.linspace(-mouth_w, mouth_w, 16)
     bend = 1.0 - (x / mouth_w) ** 2  # a smile: lower edge 0.14 below the corners, upper edge 0.04
     polygons.append((np.concatenate([np.stack([x, mouth_y + 0.14 * bend], 1),
-                                     np.stack([x[::-1], mouth_y + 0.04 * bend[::-1]], 1)]), False))
+                                     np.stack([x[::-1], mouth_y + 0.04 * bend[::-1]], 1)]), MOUTH))
     return polygons
 
 
-FACE_PARTS: dict[str, int] = {"left_eye": 1, "right_eye": 3, "nose": 5}  # part -> index of its polygon in face()
+def face_round(rng: np.random.Generator) -> Polygons:
+    return _face("round", rng)
+
+
+def face_square(rng: np.random.Generator) -> Polygons:
+    return _face("square", rng)
+
+
+def face_triangle(rng: np.random.Generator) -> Polygons:
+    return _face("triangle", rng)
+
+
+FACES = ("face_round", "face_square", "face_triangle")  # the breeds: they differ only in the parts' shape
+FACE_PARTS: dict[str, int] = {"left_eye": 1, "right_eye": 3, "nose": 5}  # part -> index of its polygon in a face
+
+
+def house(rng: np.random.Generator) -> Polygons:
+    roof = rng.uniform(0.7, 0.9)  # height of the roof's peak above the walls' top
+    door_w, door_h = rng.uniform(0.16, 0.22), rng.uniform(0.55, 0.75)
+    return [(_poly(-0.8, 1, -0.8, 0, -1, 0, 0, -roof, 1, 0, 0.8, 0, 0.8, 1), True),
+            (_poly(-door_w, 1, -door_w, 1 - door_h, door_w, 1 - door_h, door_w, 1), False)]
+
+
+def keyhole(rng: np.random.Generator) -> Polygons:
+    r = rng.uniform(0.42, 0.5)  # radius of the round top
+    foot = rng.uniform(0.5, 0.6)  # half-width of the foot
+    return [(_circle(0, -1 + r, r), True), (_poly(-0.45 * r, -1 + r, 0.45 * r, -1 + r, foot, 1, -foot, 1), True)]
+
+
+def stripes(rng: np.random.Generator) -> Polygons:
+    """An ellipse like :func:`disc`, its fill a grating (:data:`TEXTURES`)."""
+    return disc(rng)
+
+
+def checks(rng: np.random.Generator) -> Polygons:
+    """An ellipse like :func:`disc`, its fill a checkerboard (:data:`TEXTURES`)."""
+    return disc(rng)
+
+
+def _grating(rng: np.random.Generator, shape: tuple[int, int], checker: bool) -> np.ndarray:
+    """``(h, w)`` a fine periodic pattern in -1..1: a smoothed square wave of period
+    :data:`TEXTURE_PERIOD` at a random angle and phase, or the product of two (a checkerboard)."""
+    period, angle = rng.uniform(*TEXTURE_PERIOD), rng.uniform(0.0, np.pi)
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    u = xs * np.cos(angle) + ys * np.sin(angle)
+    v = -xs * np.sin(angle) + ys * np.cos(angle)
+    wave = lambda t: np.tanh(3.0 * np.sin(2.0 * np.pi * t / period + rng.uniform(0, 2 * np.pi)))  # noqa: E731
+    return wave(u) * wave(v) if checker else wave(u)
+
+
+# Period in pixels of the written image: 3.4-7.5 in the default run's 128-pixel images and 1.9-4.2
+# at the ablation scale (72 pixels), where Table 2 compares the 7x7/2 and 11x11/4 first layers.
+TEXTURE_PERIOD = (4.0, 7.5)
+TEXTURES: dict[str, Callable[[np.random.Generator, tuple[int, int]], np.ndarray]] = {
+    "stripes": lambda rng, shape: _grating(rng, shape, checker=False),
+    "checks": lambda rng, shape: _grating(rng, shape, checker=True),
+}
+TEXTURE_CONTRAST = (0.35, 0.5)  # the pattern's amplitude relative to the fill colour
 
 
 def hexagon(rng: np.random.Generator) -> Polygons:
@@ -177,10 +268,16 @@ def semicircle(rng: np.random.Generator) -> Polygons:
 
 SHAPES: dict[str, Callable[[np.random.Generator], Polygons]] = {
     f.__name__: f
-    for f in (disc, square, triangle, star, plus, ring, crescent, heart, arrow, lightning, face,
-              hexagon, tee, hourglass, frame, ell, semicircle)
+    for f in (disc, ring, square, plus, star, heart, tee, house, keyhole, face_round, face_square, face_triangle,
+              stripes, checks, triangle, crescent, arrow, lightning, hexagon, hourglass, frame, ell, semicircle)
 }
 CLASS_NAMES: tuple[str, ...] = tuple(SHAPES)  # class i of a synthetic dataset is CLASS_NAMES[i]
+
+# Order of rotational symmetry (0: every angle). Classes not listed have none, and no flip maps
+# their rotation by 60-300 degrees onto a training image: rotation must change their features.
+ROTATION_SYMMETRY: dict[str, int] = {"disc": 0, "ring": 0, "stripes": 0, "checks": 0, "square": 4, "plus": 4,
+                                     "star": 5, "triangle": 3, "hexagon": 6, "hourglass": 2, "frame": 4}
+UPRIGHT: tuple[str, ...] = ("heart", "tee", "house", "keyhole", *FACES)  # asymmetric, never seen rotated
 
 
 def wnid_for(i: int) -> str:
@@ -193,8 +290,18 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, 3)
 
 
+def _mottle(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """``(h, w, 3)`` smooth colour variation (zero mean, a few to 20 levels): a coarse random grid,
+    bicubically enlarged, as the slow variations of light and surface in photographs."""
+    cells = rng.integers(3, 7, 2)
+    coarse = np.clip(128 + 40 * rng.standard_normal((cells[1], cells[0], 3)), 0, 255).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    return (smooth - 128.0) * (rng.uniform(4.0, 20.0) / 40.0)
+
+
 def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    """A smooth two-colour gradient along a random direction, with thin lines and small patches.
+    """A smooth two-colour gradient along a random direction, mottled (:func:`_mottle`), with thin
+    lines and small patches.
 
     The clutter's colours are random colours mixed half-and-half with the gradient's mean: visible,
     but with less contrast than the object gets (:func:`_contrasting_colour`).
@@ -204,7 +311,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     t = xs * np.cos(theta) + ys * np.sin(theta)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    img = Image.fromarray((c0 + (c1 - c0) * t[..., None]).astype(np.uint8))
+    img = Image.fromarray(np.clip(c0 + (c1 - c0) * t[..., None] + _mottle(rng, w, h), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
 
     def clutter_colour() -> tuple[int, ...]:
@@ -238,20 +345,23 @@ CANONICAL = Pose(rotation_deg=5.0, fraction=(0.6, 0.7), shift=0.25)  # "frontal 
 
 def _object_mask(
     rng: np.random.Generator, shape: str | Callable[[np.random.Generator], Polygons], w: int, h: int, pose: Pose = Pose()
-) -> tuple[np.ndarray, Polygons]:
-    """``(h, w)`` float coverage in 0..1 of one randomly placed, scaled, stretched, rotated ``shape``
-    (a key of :data:`SHAPES` or a polygon function like its values), and its polygons in pixel
-    coordinates of the image."""
+) -> tuple[np.ndarray, list[tuple[np.ndarray, tuple[float, float, float]]], Polygons]:
+    """One randomly placed, scaled, stretched, rotated ``shape`` (a key of :data:`SHAPES` or a
+    polygon function like its values) in a ``w x h`` image.
+
+    Returns the object's ``(h, w)`` coverage in 0..1 (its parts included), its opaque parts as
+    ``[(coverage (h, w), RGB)]`` in drawing order, and its polygons in pixel coordinates.
+    """
     polygons = (SHAPES[shape] if isinstance(shape, str) else shape)(rng)
-    filled = np.concatenate([p for p, fill in polygons if fill])
+    filled = np.concatenate([p for p, paint in polygons if paint is not False])
     lo, hi = filled.min(axis=0), filled.max(axis=0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2
     aspect = np.exp(rng.uniform(*np.log(ASPECT)))
     stretch = np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
     a = np.deg2rad(rng.uniform(-pose.rotation_deg, pose.rotation_deg))
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    polygons = [((p - centre) / half * stretch @ rot.T, fill) for p, fill in polygons]
-    filled = np.concatenate([p for p, fill in polygons if fill])
+    polygons = [((p - centre) / half * stretch @ rot.T, paint) for p, paint in polygons]
+    filled = np.concatenate([p for p, paint in polygons if paint is not False])
     lo, hi = filled.min(axis=0), filled.max(axis=0)
     scale = rng.uniform(*pose.fraction) * min(w, h) / (hi - lo).max()
     margin = 3.0  # pixels kept free on every side (room for the outline)
@@ -259,12 +369,20 @@ def _object_mask(
     high = np.maximum(high, low)
     pad = (1.0 - pose.shift) / 2 * (high - low)
     offset = rng.uniform(low + pad, high - pad)
-    placed = [(p * scale + offset, fill) for p, fill in polygons]
+    placed = [(p * scale + offset, paint) for p, paint in polygons]
+    mask = _coverage([(p, paint is not False) for p, paint in placed], w, h)
+    parts = [(_coverage([(p, True)], w, h), paint) for p, paint in placed if not isinstance(paint, bool)]
+    return mask, parts, placed
+
+
+def _coverage(polygons: list[tuple[np.ndarray, bool]], w: int, h: int) -> np.ndarray:
+    """``(h, w)`` anti-aliased coverage in 0..1 of pixel-coordinate polygons drawn in order (True
+    fills, False cuts), drawn at :data:`SUPERSAMPLE` x and box-filtered down."""
     mask = Image.new("L", (w * SUPERSAMPLE, h * SUPERSAMPLE), 0)
     draw = ImageDraw.Draw(mask)
-    for p, fill in placed:
+    for p, fill in polygons:
         draw.polygon([tuple(q) for q in p * SUPERSAMPLE], fill=255 if fill else 0)
-    return np.asarray(mask.resize((w, h), Image.BOX), dtype=np.float32) / 255.0, placed
+    return np.asarray(mask.resize((w, h), Image.BOX), dtype=np.float32) / 255.0
 
 
 def _contrasting_colour(rng: np.random.Generator, against: np.ndarray, tries: int = 20) -> np.ndarray:
@@ -288,14 +406,16 @@ def render_image(rng: np.random.Generator, shape: str | Callable[[np.random.Gene
     return image, box
 
 
-def render_face(rng: np.random.Generator, size: tuple[int, int], pose: Pose = CANONICAL) -> tuple[Image.Image, Box, dict[str, tuple[float, float, float, float]]]:
-    """One image of a :func:`face` in ``pose`` (default: the canonical frontal pose), its box, and its parts.
+def render_face(rng: np.random.Generator, size: tuple[int, int], pose: Pose = CANONICAL,
+                breed: str = FACES[0]) -> tuple[Image.Image, Box, dict[str, tuple[float, float, float, float]]]:
+    """One image of a face of ``breed`` (one of :data:`FACES`) in ``pose`` (default: the canonical
+    frontal pose), its box, and its parts.
 
     Returns the ``W x H`` RGB image, the face's box, and ``{part: (x_min, y_min, x_max, y_max)}``
     for each part of :data:`FACE_PARTS`: the bounding box of the part's polygon, in continuous
     pixel coordinates of the image.
     """
-    image, box, placed = _render(rng, face, size, pose)
+    image, box, placed = _render(rng, breed, size, pose)
     parts = {}
     for name, k in FACE_PARTS.items():
         (x0, y0), (x1, y1) = placed[k][0].min(axis=0), placed[k][0].max(axis=0)
@@ -307,12 +427,15 @@ def _render(rng: np.random.Generator, shape: str | Callable[[np.random.Generator
     """:func:`render_image` in ``pose``, also returning the object's polygons in pixel coordinates."""
     w, h = size
     background = np.asarray(_background(rng, w, h), dtype=np.float32)
-    coverage, placed = _object_mask(rng, shape, w, h, pose)
+    coverage, parts, placed = _object_mask(rng, shape, w, h, pose)
     behind = background[coverage > 0.5].mean(axis=0)
     colour = _contrasting_colour(rng, behind)
     gy, gx = rng.uniform(-0.25, 0.25, 2) / max(w, h)  # mild shading across the object
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    fill = np.clip(colour * (1.0 + gx * (xs - w / 2) + gy * (ys - h / 2))[..., None], 0, 255)
+    shading = (1.0 + gx * (xs - w / 2) + gy * (ys - h / 2))[..., None]
+    if isinstance(shape, str) and shape in TEXTURES:
+        shading = shading * (1.0 + rng.uniform(*TEXTURE_CONTRAST) * TEXTURES[shape](rng, (h, w))[..., None])
+    fill = np.clip(colour * shading, 0, 255)
     image = background
     if rng.random() < 0.5:  # an outline 1-2 px wide, darker or lighter than the fill
         width = int(rng.integers(1, 3))
@@ -324,6 +447,9 @@ def _render(rng: np.random.Generator, shape: str | Callable[[np.random.Generator
     else:
         extent = coverage
     image = image * (1 - coverage[..., None]) + fill * coverage[..., None]
+    for part, rgb in parts:  # opaque parts, shaded like the object, colour jittered by a few levels
+        tone = np.clip(np.asarray(rgb) * shading + rng.normal(0.0, 6.0, 3), 0, 255)
+        image = image * (1 - part[..., None]) + tone * part[..., None]
     image = image + rng.normal(0.0, rng.uniform(3.0, 8.0), image.shape)
     ys_in, xs_in = np.nonzero(extent > 0)
     box = (int(xs_in.min()), int(ys_in.min()), int(xs_in.max()) + 1, int(ys_in.max()) + 1)

@@ -28,10 +28,44 @@ from zfnet.experiments.variants import VARIANTS, apply, variant_config
 ERRORS = ("train_top1_error", "val_top1_error", "val_top5_error")
 
 
-def ablation_config(cfg: Config, name: str) -> Config:
-    """Variant ``name`` of ``cfg`` under the ablation budget: ``ablation.epochs`` epochs, no milestones."""
-    return apply(variant_config(cfg, name), {"train.epochs": cfg.ablation.epochs, "train.milestones": []},
-                 f"ablation variant {name}")
+def ablation_config(cfg: Config, name: str, seed: int | None = None) -> Config:
+    """Variant ``name`` of ``cfg`` at the ablation scale and budget (``seed``: that training's seed).
+
+    The ablation scale: images of side ``ablation.size`` (0: ``preprocess.size``) with
+    ``ablation.crop`` crops (0: ``train.crop``); the budget: ``ablation.epochs`` epochs on the
+    profile's schedule, no milestones, validation only after the last epoch.
+    """
+    a = cfg.ablation
+    scale = {"preprocess.size": a.size or cfg.preprocess.size, "train.crop": a.crop or cfg.train.crop,
+             "train.epochs": a.epochs, "train.milestones": [], "train.val_every": 0,
+             "seed": cfg.seed if seed is None else seed}
+    scaled = apply(cfg, scale, f"ablation variant {name}")
+    return variant_config(scaled, name)
+
+
+class Resized:
+    """A dataset with ``get_batch`` whose images are shrunk to ``size`` x ``size`` (area filter), held
+    in memory; the ablation scale (``ablation.size``). ``mean``: the resized per-pixel mean."""
+
+    def __init__(self, dataset, size: int, mean: torch.Tensor):
+        import torch.nn.functional as F
+
+        self.classes, self.class_names, self.num_classes = dataset.classes, dataset.class_names, dataset.num_classes
+        self.size = size
+        images, labels = dataset.get_batch(np.arange(len(dataset)))
+        shrink = lambda x: F.interpolate(x.float(), size=(size, size), mode="area")  # noqa: E731
+        self.images = torch.cat([shrink(images[i : i + 512]).round_().to(torch.uint8) for i in range(0, len(images), 512)])
+        self._labels, self.mean = labels, shrink(mean.float()[None])[0]
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.images[idx], self._labels[idx]
+
+    def labels(self) -> np.ndarray:
+        return self._labels.numpy()
 
 
 def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -74,13 +108,15 @@ def train_variant(
     prepared: str | Path,
     out_dir: str | Path,
     state_dir: str | Path,
+    seed: int,
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train variant ``name`` from scratch under the ablation budget; write ``out_dir/model.pt``.
+    """Train variant ``name`` from scratch with ``seed`` at the ablation scale and budget
+    (:func:`ablation_config`); write ``out_dir/model.pt``.
 
     Args:
-        cfg: the validated profile; its ``ablation`` section sets the budget.
+        cfg: the validated profile; its ``ablation`` section sets the scale and budget.
         prepared: the prepared shards (``data/prepared``).
         out_dir: receives ``model.pt`` (the DVC out).
         state_dir: resume state (a killed run continues after its last finished epoch).
@@ -88,21 +124,26 @@ def train_variant(
 
     Returns ``{"history": [...], "metrics": {...}}``; metrics: ``train_top1_error`` (last epoch's
     augmented mini-batches), ``val_top1_error`` / ``val_top5_error`` (``train.eval_crops`` crops),
-    ``val_top1_error_center_crop``, ``val_images``, ``train_images``, ``epochs``, ``crop``,
-    ``parameters``, ``train_seconds``. Errors in %.
+    ``val_top1_error_center_crop``, ``val_images``, ``train_images``, ``epochs``, ``size``, ``crop``,
+    ``seed``, ``parameters``, ``train_seconds``, and the layer-1 filters' ``dominance`` (max / median
+    RMS) and ``conv1_autocorrelation``. Errors in %.
     """
     from zfnet.data.shards import ShardDataset, data_id, load_mean
+    from zfnet.models.filters import filter_rms
     from zfnet.train.loop import fit
 
-    vcfg = ablation_config(cfg, name)
+    vcfg = ablation_config(cfg, name, seed)
     prepared = Path(prepared)
-    full = ShardDataset(prepared / "train")
-    train_set = Subset(full, per_class_subset(full.labels(), cfg.ablation.train_per_class, cfg.seed))
-    val_set = ShardDataset(prepared / "val")
+    full, val_set, mean = ShardDataset(prepared / "train"), ShardDataset(prepared / "val"), load_mean(prepared)
+    if vcfg.preprocess.size != full.size:
+        full, val_set = Resized(full, vcfg.preprocess.size, mean), Resized(val_set, vcfg.preprocess.size, mean)
+        mean = full.mean
+    train_set = Subset(full, per_class_subset(full.labels(), cfg.ablation.train_per_class, seed))
     meta = {"classes": full.classes, "class_names": full.class_names, "data_id": data_id(prepared),
             "variant": name}
-    result = fit(vcfg, train_set, val_set, load_mean(prepared), state_dir, out_dir, meta, on_epoch, progress)
+    result = fit(vcfg, train_set, val_set, mean, state_dir, out_dir, meta, on_epoch, progress)
     final, crops = result["final"], f"_{vcfg.train.eval_crops}crop" if vcfg.train.eval_crops > 1 else ""
+    rms = filter_rms(result["model"].layer("conv1").conv.weight)
     metrics = {
         "train_top1_error": final["train_top1_error"],
         "val_top1_error": final[f"val_top1_error{crops}"],
@@ -111,31 +152,87 @@ def train_variant(
         "val_images": len(val_set),
         "train_images": len(train_set),
         "epochs": final["epoch"],
+        "size": vcfg.preprocess.size,
         "crop": vcfg.train.crop,
+        "seed": seed,
         "parameters": sum(p.numel() for p in result["model"].parameters()),
         "train_seconds": sum(r["epoch_seconds"] for r in result["history"]),
+        "dominance": float(rms.max() / rms.median()),
+        "conv1_autocorrelation": final["conv1_autocorrelation"],
+        "filters_at_radius": max(r["filters_at_radius"] for r in result["history"]),
     }
-    return {"history": result["history"], "metrics": {k: round(v, 3) if isinstance(v, float) else v
+    return {"history": result["history"], "metrics": {k: round(v, 4) if isinstance(v, float) else v
                                                       for k, v in metrics.items()}}
 
 
-def table3(results: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Table 3 with the paper's errors beside ours, one row per variant run (in ``results``' order).
+def _train_seed(job: tuple) -> dict:
+    """One seed of :func:`train_seeds` in a worker process with ``threads`` CPU threads."""
+    cfg, name, prepared, out_dir, state_dir, seed, threads = job
+    torch.set_num_threads(threads)
+    return train_variant(cfg, name, prepared, out_dir, state_dir, seed, progress=False)
 
-    ``results``: ``{variant: metrics of train_variant}``. Columns: variant, change, paper row,
-    paper base, paper/ours train top-1, val top-1, val top-5 (%), ours minus the baseline's val top-1.
+
+def train_seeds(cfg: Config, name: str, prepared: str | Path, out_dir: str | Path, state_dir: str | Path) -> list[dict]:
+    """Train variant ``name`` once per seed of ``ablation.seeds`` into ``out_dir/seed-<s>/model.pt``.
+
+    ``ablation.workers`` seeds train at once, each in its own process with an equal share of the
+    CPU's threads (0: one process per core, at most one per seed): small nets use two
+    one-thread processes better than one two-thread process (1.2x here). Each keeps its resume
+    state in ``state_dir/seed-<s>``. Returns :func:`train_variant`'s result per seed, in order.
     """
-    base = results.get("zfnet", {}).get("val_top1_error", math.nan)
+    import multiprocessing as mp
+    import os
+
+    seeds = list(cfg.ablation.seeds)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(cfg.ablation.workers or cores, len(seeds))
+    jobs = [(cfg, name, prepared, Path(out_dir) / f"seed-{s}", Path(state_dir) / f"seed-{s}", s,
+             max(1, (cfg.train.threads or torch.get_num_threads()) // workers)) for s in seeds]
+    if workers == 1:
+        return [_train_seed(job) for job in jobs]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_train_seed, jobs, chunksize=1)
+
+
+def aggregate(per_seed: Sequence[Mapping]) -> dict:
+    """Mean and sample standard deviation over seeds of every number in the per-seed metrics.
+
+    ``{"seeds": [s, ...], "<key>_mean": ..., "<key>_sd": ...}`` (sd 0 for one seed) for every
+    float; integer counts that are the same for every seed (``val_images``, ``epochs``, ...) are
+    kept as they are.
+    """
+    out: dict = {"seeds": [int(m["seed"]) for m in per_seed]}
+    for key in per_seed[0]:
+        if key == "seed":
+            continue
+        values = np.array([float(m[key]) for m in per_seed])
+        if all(isinstance(m[key], int) for m in per_seed) and len(set(values.tolist())) == 1:
+            out[key] = per_seed[0][key]
+            continue
+        out[f"{key}_mean"] = round(float(values.mean()), 4)
+        out[f"{key}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
+    return out
+
+
+def table3(results: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Table 3: our errors (mean and sd over the seeds) beside the paper's, one row per variant run.
+
+    ``results``: ``{variant: metrics of the ablate stage}`` (:func:`aggregate`'s keys). Columns:
+    ``variant``, ``change``, ``paper row``, ``paper base``, ``seeds``, then for train top-1, val top-1
+    and val top-5: ``paper_<error>``, ``<error>_mean``, ``<error>_sd`` (%), and
+    ``val_top1_error_vs_zfnet`` (our mean minus the baseline's).
+    """
+    base = results.get("zfnet", {}).get("val_top1_error_mean", math.nan)
     rows = []
     for name, m in results.items():
         v = VARIANTS[name]
         paper = v.paper or (math.nan,) * 3
         row = {"variant": name, "change": v.change, "paper row": v.paper_row or "-",
-               "paper base": v.paper_base if v.paper_row else "-"}
-        for key, label, p in zip(ERRORS, ("train top-1", "val top-1", "val top-5"), paper):
-            row[f"paper {label}"] = p
-            row[f"ours {label}"] = m[key]
-        row["ours val top-1 vs zfnet"] = m["val_top1_error"] - base
+               "paper base": v.paper_base if v.paper_row else "-", "seeds": len(m["seeds"])}
+        for key, p in zip(ERRORS, paper):
+            row[f"paper_{key}"] = p
+            row[f"{key}_mean"], row[f"{key}_sd"] = m[f"{key}_mean"], m[f"{key}_sd"]
+        row["val_top1_error_vs_zfnet"] = m["val_top1_error_mean"] - base
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -150,13 +247,16 @@ TABLE2 = (
 
 
 def table2(results: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Table 2's single-net rows: the paper's val top-1 / top-5 error beside ours (NaN where not run here)."""
+    """Table 2's single-net rows: the paper's val top-1 / top-5 error beside our mean and sd over
+    the seeds (NaN where not run here)."""
     rows = []
     for row, (top1, top5), name in TABLE2:
         m = results.get(name, {}) if name else {}
-        rows.append({"model": row, "variant": name or "-", "paper val top-1": top1,
-                     "ours val top-1": m.get("val_top1_error", math.nan), "paper val top-5": top5,
-                     "ours val top-5": m.get("val_top5_error", math.nan)})
+        rows.append({"model": row, "variant": name or "-", "paper_val_top1_error": top1,
+                     "val_top1_error_mean": m.get("val_top1_error_mean", math.nan),
+                     "val_top1_error_sd": m.get("val_top1_error_sd", math.nan), "paper_val_top5_error": top5,
+                     "val_top5_error_mean": m.get("val_top5_error_mean", math.nan),
+                     "val_top5_error_sd": m.get("val_top5_error_sd", math.nan)})
     return pd.DataFrame(rows)
 
 
@@ -169,81 +269,20 @@ def noise(p1: float, p2: float, n: int) -> float:
     return 200 * math.sqrt(var)
 
 
-def findings(results: Mapping[str, Mapping], filters: Mapping[str, Mapping] | None = None) -> list[dict]:
-    """The paper's conclusions from Table 3 and Fig. 6, tested on our numbers.
-
-    Each item: ``finding``, ``paper`` (what the paper measured), ``ours`` (what we measured),
-    ``difference`` (the tested quantity, % points or a ratio), ``noise`` (two standard errors, where
-    it applies), ``holds`` (the sign agrees with the paper), ``significant`` (beyond the noise).
-    Findings whose variants were not run are left out.
-    """
-    r, f = results, filters or {}
-    out = []
-
-    def add(finding: str, paper: str, ours: str, diff: float, bar: float, holds: bool) -> None:
-        out.append({"finding": finding, "paper": paper, "ours": ours, "difference": round(diff, 3),
-                    "noise": round(bar, 3), "holds": bool(holds), "significant": bool(holds and abs(diff) > bar)})
-
-    def val(name: str) -> float:
-        return r[name]["val_top1_error"]
-
-    def pair(a: str, b: str) -> tuple[float, float]:
-        return val(a) - val(b), noise(val(a), val(b), int(r[a]["val_images"]))
-
-    if {"zfnet", "no_conv3_conv4_fc6_fc7"} <= set(r):
-        d, bar = pair("no_conv3_conv4_fc6_fc7", "zfnet")
-        add("depth matters: removing layers 3,4,6,7 is much worse", "71.3 vs 38.4 (+32.9)",
-            f"{val('no_conv3_conv4_fc6_fc7'):.1f} vs {val('zfnet'):.1f}", d, bar, d > 0)
-        singles = [n for n in ("no_fc7", "no_fc6_fc7", "no_conv3_conv4") if n in r]
-        if singles:
-            worst = max(singles, key=val)
-            d, bar = pair("no_conv3_conv4_fc6_fc7", worst)
-            add("few layers matter alone: each single removal costs less than removing 3,4,6,7",
-                "worst single removal 45.4 vs 71.3", f"worst single ({worst}) {val(worst):.1f} vs "
-                f"{val('no_conv3_conv4_fc6_fc7'):.1f}", d, bar, d > 0)
-    if {"zfnet", "conv_wide"} <= set(r):
-        d, bar = pair("zfnet", "conv_wide")
-        add("wider middle conv layers (3-5) help", "37.5 vs 38.4 (-0.9)",
-            f"{val('conv_wide'):.1f} vs {val('zfnet'):.1f}", d, bar, d > 0)
-    if {"zfnet", "fc_wide"} <= set(r):
-        gap = {n: val(n) - r[n]["train_top1_error"] for n in ("zfnet", "fc_wide")}
-        d = gap["fc_wide"] - gap["zfnet"]
-        add("wider fc layers overfit: larger val - train gap than the baseline", "gap 16.8 vs 5.3",
-            f"gap {gap['fc_wide']:.1f} vs {gap['zfnet']:.1f}", d, noise(val("fc_wide"), val("zfnet"),
-                                                                          int(r["zfnet"]["val_images"])), d > 0)
-    if {"zfnet", "krizhevsky"} <= set(r):
-        d, bar = pair("krizhevsky", "zfnet")
-        add("ZFNet's 7x7/2 layer 1 beats the 11x11/4 replica", "38.4 vs 40.5 (-2.1)",
-            f"{val('zfnet'):.1f} vs {val('krizhevsky'):.1f}", d, bar, d > 0)
-    if {"zfnet", "krizhevsky"} <= set(f):
-        d = f["zfnet"]["band_energy"]["mid"] - f["krizhevsky"]["band_energy"]["mid"]
-        add("11x11/4 filters cover mid frequencies less (Fig. 6b vs 6d)", "qualitative",
-            f"mid-band share {f['krizhevsky']['band_energy']['mid']:.2f} vs {f['zfnet']['band_energy']['mid']:.2f}",
-            d, math.nan, d > 0)
-        d = f["krizhevsky"]["dead_fraction"] - f["zfnet"]["dead_fraction"]
-        add("11x11/4 has more dead layer-1 filters (Fig. 6b)", "qualitative",
-            f"dead {f['krizhevsky']['dead_fraction']:.2f} vs {f['zfnet']['dead_fraction']:.2f}", d, math.nan, d > 0)
-    if {"zfnet", "no_renorm"} <= set(f):
-        d = f["no_renorm"]["dominance"] - f["zfnet"]["dominance"]
-        add("without renormalisation a few layer-1 filters dominate (Fig. 6a)", "qualitative",
-            f"max / median filter RMS {f['no_renorm']['dominance']:.2f} vs {f['zfnet']['dominance']:.2f}",
-            d, math.nan, d > 0)
-    return out
-
-
 def filter_comparison(models: Mapping[str, torch.nn.Module], out_dir: str | Path, dead_ratio: float = 0.1) -> dict:
     """Fig. 6 (a, b, d): each model's layer-1 filters (``<out_dir>/<name>/filters_conv1.png``) and a bar chart
     of their numbers (``<out_dir>/filters_conv1.png``).
 
     Returns ``{name: filter_stats + {"dominance": max / median filter RMS, "figure": path}}``.
     """
+    from zfnet.models.filters import filter_rms
     from zfnet.viz.filters import BANDS, filters
 
     out_dir = Path(out_dir)
     stats = {}
     for name, model in models.items():
         weight = model.layer("conv1").conv.weight.detach()
-        rms = weight.flatten(1).pow(2).mean(1).sqrt()
+        rms = filter_rms(weight)
         k = weight.shape[-1]
         stats[name] = filters(model, out_dir / name / "filters_conv1.png", dead_ratio,
                               title=f"{name}: conv1 {k}x{k}/{model.layer('conv1').conv.stride[0]}")
@@ -274,16 +313,19 @@ def filter_comparison(models: Mapping[str, torch.nn.Module], out_dir: str | Path
 def conv2_views(checkpoints: Mapping[str, str | Path], prepared: str | Path, out_dir: str | Path, maps: int = 8,
                 max_images: int | None = None, batch_size: int = 128) -> dict[str, str]:
     """Fig. 6 (c, e): the top-9 of the ``maps`` strongest conv2 maps over the validation set, per checkpoint,
-    projected by the deconvnet beside their patches (``<out_dir>/<name>/top9_conv2.png``). Returns ``{name: path}``."""
-    from zfnet.data.shards import ShardDataset
+    projected by the deconvnet beside their patches (``<out_dir>/<name>/top9_conv2.png``), on the
+    validation images at the checkpoint's own scale (:class:`Resized`). Returns ``{name: path}``."""
+    from zfnet.data.shards import ShardDataset, load_mean
     from zfnet.train.checkpoint import load_model
     from zfnet.viz.top9 import ShardImages, top9, top9_figures
 
-    paths = {}
+    paths, val = {}, ShardDataset(Path(prepared) / "val")
     for name, path in checkpoints.items():
         model, ckpt = load_model(path)
-        data = ShardImages(ShardDataset(Path(prepared) / "val"), ckpt["mean"], ckpt.get("input_scale", 1.0),
-                           ckpt["input_size"], batch_size, max_images)
+        size = ckpt["mean"].shape[-1]
+        images = val if size == val.size else Resized(val, size, load_mean(prepared))
+        data = ShardImages(images, ckpt["mean"], ckpt.get("input_scale", 1.0), ckpt["input_size"], batch_size,
+                           max_images)
         tops = top9(model, data, ["conv2"])
         paths[name] = str(top9_figures(model, tops, data.fetch, Path(out_dir) / name, maps, data.pixels)["conv2"])
     return paths
@@ -298,11 +340,11 @@ def error_figure(table: pd.DataFrame, path: str | Path) -> Path:
 
     x = np.arange(len(table))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-    ax1.bar(x - 0.2, table["ours train top-1"], 0.4, label="train top-1")
-    ax1.bar(x + 0.2, table["ours val top-1"], 0.4, label="val top-1")
-    ax1.set(title="ours (ablation budget)", ylabel="error (%)")
-    ax2.bar(x - 0.2, table["paper train top-1"], 0.4, label="train top-1")
-    ax2.bar(x + 0.2, table["paper val top-1"], 0.4, label="val top-1")
+    ax1.bar(x - 0.2, table["train_top1_error_mean"], 0.4, yerr=table["train_top1_error_sd"], label="train top-1")
+    ax1.bar(x + 0.2, table["val_top1_error_mean"], 0.4, yerr=table["val_top1_error_sd"], label="val top-1")
+    ax1.set(title="ours (ablation scale and budget; mean and sd over seeds)", ylabel="error (%)")
+    ax2.bar(x - 0.2, table["paper_train_top1_error"], 0.4, label="train top-1")
+    ax2.bar(x + 0.2, table["paper_val_top1_error"], 0.4, label="val top-1")
     ax2.set(title="paper (ImageNet, Table 3)")
     for ax in (ax1, ax2):
         ax.set_xticks(x, table["variant"], rotation=45, ha="right", fontsize=8)

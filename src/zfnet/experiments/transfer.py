@@ -48,7 +48,8 @@ from zfnet.data.images import BadImage, load_rgb, resize_center_crop
 from zfnet.data.imagenet import LayoutError
 from zfnet.data.transforms import center_crop, normalize, random_crops
 from zfnet.models import ConvNet, build
-from zfnet.train.loop import init_weights, renormalize_filters, sgd
+from zfnet.models.filters import renormalize_filters
+from zfnet.train.loop import init_weights, sgd
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +251,12 @@ def train_scratch(model_cfg: ModelConfig, train_cfg: TrainConfig, images: torch.
     """
     t = train_cfg
     torch.manual_seed(seed)
-    model = build(model_cfg, outputs, crop)
+    model = build(model_cfg, outputs, crop, t.input_scale)
     init_weights(model, t.init, t.init_std)
     if t.renormalize:
         renormalize_filters(model, t.renorm_radius)
     model.to(device).train()
     mean = images.float().mean(0)
-    crop_mean = center_crop(mean, crop)
     opt = sgd(model.parameters(), t)
     gen = torch.Generator().manual_seed(seed)
     multilabel = targets.dim() == 2
@@ -267,7 +267,7 @@ def train_scratch(model_cfg: ModelConfig, train_cfg: TrainConfig, images: torch.
             if step == steps:
                 break
             idx = order[i : i + batch_size]
-            x = normalize(random_crops(images[idx], crop, gen), crop_mean, t.input_scale).to(device)
+            x = random_crops(normalize(images[idx], mean, t.input_scale), crop, gen).to(device)  # the mean before the crop
             y = targets[idx].to(device)
             for group in opt.param_groups:
                 group["lr"] = 0.5 * t.lr * (1 + math.cos(math.pi * step / steps))
@@ -310,7 +310,7 @@ class Setup:
 def setup(cfg: Config, checkpoint: str | Path) -> Setup:
     """The :class:`Setup` for the trained model at ``checkpoint`` and the settings of ``cfg``."""
     from zfnet.train.checkpoint import load_model
-    from zfnet.train.loop import resolve_device
+    from zfnet.train.runtime import resolve_device
 
     model, ckpt = load_model(checkpoint)
     return Setup(model, ckpt["mean"].float(), float(ckpt.get("input_scale", 1.0)), ModelConfig(**ckpt["model_config"]),
@@ -336,6 +336,7 @@ def caltech(setup: Setup, data: Categories, counts: Sequence[int], crops: Crops 
             tr, te = class_split(labels, n, t.test_per_class, s.seed, split)
             clf = fit_softmax(feats[tr], y[tr], len(data.classes), t.l2, t.max_iter)
             pretrained.append(mean_class_accuracy(clf(feats[te]).argmax(1), y[te]))
+            tested = len(te)
             if split < t.scratch_splits:
                 net, mean = train_scratch(s.model_cfg, s.train_cfg, crops.images[tr], y[tr], len(data.classes),
                                           s.model.input_size, t.scratch_steps, t.scratch_batch_size, s.seed + split, s.device)
@@ -343,13 +344,14 @@ def caltech(setup: Setup, data: Categories, counts: Sequence[int], crops: Crops 
                 scratch.append(mean_class_accuracy(logits.argmax(1), y[te]))
             log.info("n=%d split %d: pretrained %.1f%%%s", n, split, pretrained[-1],
                      f", scratch {scratch[-1]:.1f}%" if split < t.scratch_splits else "")
-        rows += [_row(n, "pretrained", pretrained)] + ([_row(n, "scratch", scratch)] if scratch else [])
+        rows += [_row(n, "pretrained", pretrained, tested)] + ([_row(n, "scratch", scratch, tested)] if scratch else [])
     return rows
 
 
-def _row(n: int | None, model: str, values: list[float]) -> dict:
+def _row(n: int | None, model: str, values: list[float], test_images: int) -> dict:
     return {"train_per_class": n, "model": model, "accuracy": float(np.mean(values)),
-            "accuracy_std": float(np.std(values)), "runs": len(values), "accuracies": [round(v, 3) for v in values]}
+            "accuracy_std": float(np.std(values)), "runs": len(values), "test_images": test_images,
+            "accuracies": [round(v, 3) for v in values]}
 
 
 def voc(setup: Setup, train_paths: Sequence[Path], train_targets: np.ndarray, test_paths: Sequence[Path],
@@ -371,7 +373,8 @@ def voc(setup: Setup, train_paths: Sequence[Path], train_targets: np.ndarray, te
                             for v in views]).mean(0)
 
     clf = fit_softmax(features(train.images), y_train, len(classes), t.l2, t.max_iter)
-    results = {"pretrained": _aps(clf(features(test.images)).detach().numpy(), y_test, classes)}
+    pretrained = clf(features(test.images)).detach().numpy()
+    results = {"pretrained": _aps(pretrained, y_test, classes)}
     if t.scratch_splits > 0:
         # From scratch: trained on every view of every training image, scored like the features (mean over views).
         views = train.images.shape[0]
@@ -379,7 +382,21 @@ def voc(setup: Setup, train_paths: Sequence[Path], train_targets: np.ndarray, te
                                   len(classes), s.model.input_size, t.scratch_steps, t.scratch_batch_size, s.seed, s.device)
         scores = torch.stack([predict(net, v, mean, s.train_cfg.input_scale, t.batch_size, s.device) for v in test.images])
         results["scratch"] = _aps(scores.mean(0).numpy(), y_test, classes)
+        results["pretrained"]["map_minus_scratch_se"] = map_difference_se(pretrained, scores.mean(0).numpy(), y_test, s.seed)
     return results
+
+
+def map_difference_se(a: np.ndarray, b: np.ndarray, targets: np.ndarray, seed: int = 0, boots: int = 200) -> float:
+    """Bootstrap standard error (points) of mAP(a) - mAP(b) for two score matrices ``(N, C)`` of the same
+    test images: the images resampled with replacement ``boots`` times."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(boots):
+        pick = rng.integers(0, len(targets), len(targets))
+        maps = [np.nanmean([average_precision(sc[pick, i], targets[pick, i]) for i in range(targets.shape[1])])
+                for sc in (a, b)]
+        diffs.append(maps[0] - maps[1])
+    return float(np.nanstd(diffs, ddof=1))
 
 
 def _aps(scores: np.ndarray, targets: np.ndarray, classes: Sequence[str]) -> dict:

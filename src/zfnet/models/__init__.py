@@ -12,9 +12,11 @@ if TYPE_CHECKING:
 __all__ = ["CONV_LAYERS", "FC_LAYERS", "LAYERS", "ConvNet", "ConvSpec", "build", "krizhevsky", "zfnet"]
 
 
-def build(cfg: "ModelConfig", num_classes: int, input_size: int) -> ConvNet:
-    """The model a :class:`~zfnet.config.ModelConfig` describes, for ``num_classes`` and square inputs."""
+def build(cfg: "ModelConfig", num_classes: int, input_size: int, input_scale: float = 1.0) -> ConvNet:
+    """The model a :class:`~zfnet.config.ModelConfig` describes, for ``num_classes`` and square
+    inputs of side ``input_size`` scaled by ``input_scale`` (``train.input_scale``)."""
     common = dict(
+        input_scale=input_scale,
         widths=tuple(cfg.widths),
         fc_sizes=tuple(cfg.fc_sizes),
         contrast_norm=cfg.contrast_norm,

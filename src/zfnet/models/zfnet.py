@@ -1,4 +1,4 @@
-"""ZFNet (Zeiler & Fergus 2014, Fig. 3) and the Krizhevsky et al. 2012 replica it improves on.
+"""ZFNet (Zeiler & Fergus 2014, Fig. 3; docs/paper.md) and the Krizhevsky et al. 2012 replica it improves on.
 
 One builder, :func:`convnet`, makes every architecture in the paper: ZFNet, the 11x11/4
 Krizhevsky replica and the ablation variants of Table 3 (removed layers, widths, fc sizes).
@@ -112,14 +112,29 @@ class ContrastNorm(nn.LocalResponseNorm):
         return x * _denominator_base(x, band, scale, k).pow_(-beta)
 
 
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0  # Krizhevsky et al.'s constants, for raw 0..255 inputs
+
+
+def contrast_norm_alpha(input_scale: float = 1.0) -> float:
+    """The contrast normalisation's ``alpha`` for a net fed ``(pixel - mean) * input_scale``.
+
+    With the same weights and biases scaled by ``s = input_scale``, every activation below the
+    classifier is ``s`` times what it is on raw pixels; ``b = a / (k + alpha / n * sum a^2) ** beta``
+    then normalises exactly as on raw pixels when ``alpha`` becomes ``alpha / s**2`` (``k`` is an
+    absolute constant, so it stays): ``b(s a; alpha / s**2) = s b(a; alpha)``.
+    """
+    return LRN_ALPHA / input_scale**2
+
+
 class ConvBlock(nn.Sequential):
     """``conv -> relu [-> pool] [-> norm]``; children are named ``conv``, ``relu``, ``pool``, ``norm``.
 
     The block's output is post-pool (and post-norm); the deconvnet reads the post-ReLU
-    activation through the ``relu`` child.
+    activation through the ``relu`` child. ``lrn_alpha``: the contrast normalisation's alpha
+    (:func:`contrast_norm_alpha`).
     """
 
-    def __init__(self, in_channels: int, spec: ConvSpec, lrn_size: int = 5):
+    def __init__(self, in_channels: int, spec: ConvSpec, lrn_alpha: float = LRN_ALPHA):
         layers: "OrderedDict[str, nn.Module]" = OrderedDict()
         layers["conv"] = nn.Conv2d(in_channels, spec.out_channels, spec.kernel, spec.stride, spec.padding)
         layers["relu"] = nn.ReLU(inplace=False)
@@ -127,7 +142,7 @@ class ConvBlock(nn.Sequential):
             layers["pool"] = nn.MaxPool2d(3, 2, padding=spec.pool_padding)
         if spec.norm:
             # Contrast normalisation across feature maps (Krizhevsky et al. 2012, Sec. 3.3).
-            layers["norm"] = ContrastNorm(lrn_size, alpha=1e-4, beta=0.75, k=2.0)
+            layers["norm"] = ContrastNorm(LRN_SIZE, alpha=lrn_alpha, beta=LRN_BETA, k=LRN_K)
         super().__init__(layers)
         self.spec = spec
 
@@ -142,6 +157,8 @@ class ConvNet(nn.Module):
         input_size: side of the square input crop (224 in the paper), used to size ``fc6``.
         dropout: dropout probability after each hidden fc layer (0.5 in the paper).
         fc_names: names of the hidden fc layers, parallel to ``fc_sizes``.
+        input_scale: the inputs are ``(pixel - mean) * input_scale``; sets the contrast
+            normalisation's alpha (:func:`contrast_norm_alpha`).
 
     Input ``(N, 3, input_size, input_size)``, output logits ``(N, num_classes)``.
     """
@@ -154,17 +171,18 @@ class ConvNet(nn.Module):
         input_size: int = 224,
         dropout: float = 0.5,
         fc_names: Sequence[str] | None = None,
+        input_scale: float = 1.0,
     ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         fc_names = list(fc_names) if fc_names is not None else [f"fc{6 + i}" for i in range(len(fc_sizes))]
-        self.input_size = input_size
+        self.input_size, self.input_scale = input_size, input_scale
         self.specs = tuple(specs)
         blocks: "OrderedDict[str, nn.Module]" = OrderedDict()
         in_ch = 3
         for spec in specs:
-            blocks[spec.name] = ConvBlock(in_ch, spec)
+            blocks[spec.name] = ConvBlock(in_ch, spec, contrast_norm_alpha(input_scale))
             in_ch = spec.out_channels
         self.features = nn.Sequential(blocks)
         with torch.no_grad():
@@ -248,8 +266,9 @@ def zfnet(
     remove: Sequence[str] = (),
     input_size: int = 224,
     dropout: float = 0.5,
+    input_scale: float = 1.0,
 ) -> ConvNet:
-    """ZFNet (PAPER.md Fig. 3), parameterised for the paper's ablations.
+    """ZFNet (docs/paper.md, Fig. 3), parameterised for the paper's ablations.
 
     Args:
         num_classes: width of ``fc8``.
@@ -260,13 +279,14 @@ def zfnet(
         remove: layers to drop, any of ``conv3``, ``conv4``, ``fc6``, ``fc7`` (Table 3).
         input_size: side of the square input crop.
         dropout: dropout after fc6 and fc7.
+        input_scale: the inputs' scale (:class:`ConvNet`).
 
     Returns a :class:`ConvNet` mapping ``(N, 3, input_size, input_size)`` to logits ``(N, num_classes)``.
     """
     _check_remove(remove)
     specs = _layer_specs(widths, conv1_kernel, conv1_stride, (conv1_kernel - 5) // 2, 1, 2, contrast_norm, remove)
     kept = [(n, w) for n, w in zip(FC_LAYERS, fc_sizes) if n not in remove]
-    return ConvNet(specs, [w for _, w in kept], num_classes, input_size, dropout, [n for n, _ in kept])
+    return ConvNet(specs, [w for _, w in kept], num_classes, input_size, dropout, [n for n, _ in kept], input_scale)
 
 
 def krizhevsky(
@@ -278,6 +298,7 @@ def krizhevsky(
     remove: Sequence[str] = (),
     input_size: int = 224,
     dropout: float = 0.5,
+    input_scale: float = 1.0,
 ) -> ConvNet:
     """The paper's single-GPU replica of Krizhevsky et al. 2012: layer 1 is 11x11 stride 4.
 
@@ -288,4 +309,4 @@ def krizhevsky(
     _check_remove(remove)
     specs = _layer_specs(widths, 11, 4, 2, 0, 1, contrast_norm, remove)
     kept = [(n, w) for n, w in zip(FC_LAYERS, fc_sizes) if n not in remove]
-    return ConvNet(specs, [w for _, w in kept], num_classes, input_size, dropout, [n for n, _ in kept])
+    return ConvNet(specs, [w for _, w in kept], num_classes, input_size, dropout, [n for n, _ in kept], input_scale)

@@ -72,4 +72,10 @@ def metadata(cfg: Config, root: str | Path = ".", params_path: str | Path = "par
 def build(cfg: Config, out: str | Path | None = None, root: str | Path = ".") -> dict:
     """Write the report of the outputs under ``root`` to ``out`` (default ``cfg.report.out``);
     returns the counts of :func:`zfnet.report.html.write_report`."""
-    return write_report(out or Path(root) / cfg.report.out, metadata(cfg, root), to_dict(cfg), root)
+    import json
+
+    from zfnet.report.registry import ITEMS
+
+    findings_file = Path(root) / "metrics" / "findings.json"
+    findings = json.loads(findings_file.read_text()) if findings_file.is_file() else None
+    return write_report(out or Path(root) / cfg.report.out, metadata(cfg, root), to_dict(cfg), root, ITEMS, findings)

@@ -1,4 +1,4 @@
-"""The paper's figures and tables (PAPER.md) and where the pipeline writes each of them.
+"""The paper's figures and tables (docs/paper.md) and where the pipeline writes each of them.
 
 One :class:`Item` per section of the report. An item names the paper's figures/tables it
 reproduces, a caption (what the paper shows and finds), the DVC stages that produce it (their
@@ -46,6 +46,7 @@ class Item:
     figures: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
     numbers: tuple[Number, ...] = ()
+    findings: tuple[str, ...] = ()  # ids of the claims it shows (zfnet.findings.FINDINGS)
 
 
 TRAIN = "metrics/train.json"
@@ -56,11 +57,13 @@ ANALYZE = "metrics/analyze.json"
 ITEMS: tuple[Item, ...] = (
     Item(
         key="training",
+        findings=('trains',),
         paper=("Sec. 3",),
         title="Training: ZFNet with the paper's recipe",
-        caption="SGD with momentum, dropout 0.5 in fc6/fc7, filter RMS renormalisation, learning "
-        "rate annealed on plateaus; error per epoch on the training mini-batches and on the "
-        "validation set (centre crop every epoch, 10 crops at milestones). The paper's numbers are "
+        caption="SGD with momentum, dropout 0.5 in fc6/fc7, filter RMS renormalisation, the learning "
+        "rate warmed up, then annealed (train.schedule: cosine in the default profile, on plateaus in "
+        "the paper's); error per epoch on the training mini-batches and on the validation set (centre "
+        "crop every epoch, 10 crops at milestones), learning rate per epoch. The paper's numbers are "
         "ImageNet 2012 (1000 classes); ours are the profile's dataset (see run metadata), so only "
         "the trend compares, not the value.",
         stages=("train",),
@@ -75,6 +78,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="fig2",
+        findings=('class_specific',),
         paper=("Fig. 2",),
         title="Feature visualisation: top-9 activations, projected by the deconvnet",
         caption="For feature maps of layers 2-5, the 9 strongest activations over the validation "
@@ -87,6 +91,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="fig4",
+        findings=('converge_bottom_up',),
         paper=("Fig. 4",),
         title="Feature evolution during training",
         caption="For a few feature maps per layer, the strongest activation over the training set "
@@ -108,6 +113,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="fig5",
+        findings=('layer7_steadier', 'output_stable', 'rotation'),
         paper=("Fig. 5",),
         title="Invariance to translation, scale and rotation",
         caption="Images translated, scaled and rotated by varying amounts; per transform, the "
@@ -129,6 +135,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="fig6",
+        findings=('renorm', 'krizhevsky_filters'),
         paper=("Fig. 6",),
         title="Architecture selection: first-layer filters",
         caption="First-layer filters. The paper: Krizhevsky's 11x11 stride-4 filters mix very high "
@@ -148,6 +155,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="fig7",
+        findings=('pointing', 'projection'),
         paper=("Fig. 7",),
         title="Occlusion sensitivity",
         caption="A grey square slid over the image; at each position (b) the total activation of "
@@ -164,6 +172,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="table1",
+        findings=('correspondence_layer5', 'correspondence_layer7'),
         paper=("Fig. 8", "Table 1"),
         title="Correspondence of object parts across images",
         caption="The same part masked in 5 images of one class, and random regions as control; "
@@ -183,6 +192,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="table2-3",
+        findings=('kernel_stride', 'no_fc7', 'depth', 'conv_wide', 'fc_wide_overfits'),
         paper=("Table 2", "Table 3"),
         title="Ablations: architecture and depth",
         caption="Train top-1 and validation top-1/top-5 error of the Krizhevsky replica, ZFNet and "
@@ -200,6 +210,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="table4",
+        findings=('transfer',),
         paper=("Table 4",),
         title="Transfer to Caltech-101: frozen features, a new softmax classifier",
         caption="Layers 1-7 frozen (pretrained) or the same net trained from scratch, a new softmax "
@@ -212,6 +223,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="table5",
+        findings=('transfer',),
         paper=("Table 5", "Fig. 9"),
         title="Transfer to Caltech-256, accuracy against images per class",
         caption="As Table 4 with 15, 30, 45 and 60 training images per class; Fig. 9 plots the "
@@ -223,6 +235,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="table6",
+        findings=('transfer',),
         paper=("Table 6",),
         title="Transfer to PASCAL VOC 2012 (multi-label)",
         caption="A new classifier per class on the frozen features; average precision per class and "
@@ -233,6 +246,7 @@ ITEMS: tuple[Item, ...] = (
     ),
     Item(
         key="table7",
+        findings=('probe_depth',),
         paper=("Table 7",),
         title="Per-layer features: how discriminative is each layer",
         caption="A linear classifier on the features of layers 1, 2, 3, 4, 5 and 7 (Caltech-101 30 "

@@ -74,13 +74,14 @@ KEY_METRICS: dict[str, tuple[str, ...]] = {  # stage -> the metrics that say how
     "preprocess": ("train_count", "train_skipped", "val_skipped"),
     "train": ("final_val_top1_error", "final_val_top5_error"),
     "visualize": ("filters_conv1_dead_fraction", "lower_layers_converge_first"),
-    "ablate": ("final_val_top1_error", "final_val_top5_error"),
-    "ablation_report": ("findings_hold", "findings_tested"),
+    "ablate": ("final_val_top1_error_mean", "final_val_top1_error_sd"),
+    "ablation_report": ("zfnet_val_top1_error_mean", "krizhevsky_val_top1_error_mean"),
+    "findings": ("holds", "inconclusive", "fails"),
     "analyze": ("pointing_game", "pointing_game_chance"),
     "transfer_data": ("caltech101_images", "caltech256_images", "voc2012_images"),
     "transfer": ("pretrained_accuracy", "scratch_accuracy", "pretrained_map", "scratch_map"),
     "probe": ("accuracy_conv1", "accuracy_conv5", "accuracy_fc7"),
-    "report": ("items_reproduced", "items"),
+    "report": ("claims_hold", "claims"),
 }
 WIDTH = 120  # columns of `zfnet runs list` (``--wide``: no limit)
 

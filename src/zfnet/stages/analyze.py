@@ -21,7 +21,7 @@ def main(cfg: Config) -> None:
     import mlflow
 
     from zfnet import tracking
-    from zfnet.train.loop import resolve_device
+    from zfnet.train.runtime import resolve_device
     from zfnet.viz.analysis_command import analyze
 
     a, syn = cfg.analyze, cfg.data.synthetic

@@ -38,6 +38,8 @@ def main(cfg: Config) -> None:
     RESULTS.joinpath("probes.md").write_text(markdown + "\n")
     metrics = {
         ds: {**{f"accuracy_{layer}": round(v["accuracy"], 3) for layer, v in r.items()},
+             **{f"accuracy_std_{layer}": round(v["accuracy_std"], 3) for layer, v in r.items()},
+             "splits": next(iter(r.values()))["runs"],
              "depth_spearman": round(trends[ds]["spearman"], 3),
              "top_minus_bottom": round(trends[ds]["top_minus_bottom"], 3)}
         for ds, r in results.items()

@@ -2,7 +2,7 @@
 
 Deps: every figure, table and metrics file listed in :mod:`zfnet.report.registry` that a stage
 produces (the stage runs last). Params: ``report``. Outs: ``report.out`` (``index.html`` +
-``img/``). Metrics ``metrics/report.json``: how many of the paper's items were reproduced.
+``img/``). Metrics ``metrics/report.json``: how many of the paper's items were produced and how many of its claims hold.
 MLflow: a ``report`` child run with those counts and the page as an artifact.
 """
 

@@ -26,7 +26,9 @@ from zfnet.config import Config
 from zfnet.data.shards import ShardDataset, data_id, load_mean
 from zfnet.stages.common import METRICS, MODELS, PLOTS, PREPARED, STATE, run_stage, write_json
 from zfnet.train import distributed
-from zfnet.train.loop import RESUME_FILE, config_fingerprint, fit, resolve_device
+from zfnet.train.checkpoint import RESUME_FILE
+from zfnet.train.loop import config_fingerprint, fit
+from zfnet.train.runtime import resolve_device
 
 log = logging.getLogger("zfnet.stages.train")
 
@@ -135,6 +137,12 @@ def train_and_log(cfg: Config) -> None:
             "val_top1_error_center_crop": round(final["val_top1_error"], 3),
             "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history), 3),
             "chance_top1_error": round(chance, 3),
+            "val_images": len(val_set),
+            "final_lr_over_peak": round(final["lr"] / cfg.train.lr, 5),
+            "conv1_autocorrelation": round(final["conv1_autocorrelation"], 3),
+            "conv1_autocorrelation_at_init": round(result["initial"]["conv1_autocorrelation"], 3),
+            "filters_at_radius_at_init": round(result["initial"]["filters_at_radius"], 4),
+            "filters_at_radius_max": round(max(r["filters_at_radius"] for r in history), 4),
             "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
         }
         write_json(METRICS / "train.json", metrics)

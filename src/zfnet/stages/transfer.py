@@ -41,6 +41,8 @@ def main(cfg: Config, dataset: str) -> None:
         table = transfer.voc_table(results)
         figure = transfer.ap_figure(results, figure_path)
         metrics = {f"{model}_map": round(r["map"], 3) for model, r in results.items()}
+        if "map_minus_scratch_se" in results["pretrained"]:
+            metrics["map_minus_scratch_se"] = round(results["pretrained"]["map_minus_scratch_se"], 3)
         runs = {"voc2012": {**metrics, **{f"{model}_ap_{c}": v for model, r in results.items() for c, v in r["ap"].items()}}}
     else:
         data = (caltech.read_caltech101 if dataset == "caltech101" else caltech.read_caltech256)(root)
@@ -50,7 +52,8 @@ def main(cfg: Config, dataset: str) -> None:
         runs = {}
         for r in rows:
             run = runs.setdefault(f"{dataset}-{r['train_per_class']}", {"train_per_class": r["train_per_class"]})
-            run.update({f"{r['model']}_accuracy": round(r["accuracy"], 3), f"{r['model']}_accuracy_std": round(r["accuracy_std"], 3)})
+            run.update({f"{r['model']}_accuracy": round(r["accuracy"], 3), f"{r['model']}_accuracy_std": round(r["accuracy_std"], 3),
+                        f"{r['model']}_runs": r["runs"], "test_images": r["test_images"]})
         metrics = {f"n{name.rsplit('-', 1)[1]}": m for name, m in runs.items()}
     csv_path, markdown = write_table(table, stem)
     stem.with_suffix(".md").write_text(markdown + "\n")

@@ -23,8 +23,19 @@ def metrics_of(result: dict) -> dict:
         metrics[f"filters_{label}_dead_fraction"] = stats["dead_fraction"]
         for band, share in stats["band_energy"].items():
             metrics[f"filters_{label}_{band}_freq_share"] = share
+    if result["purity"] is not None:
+        from zfnet.stats import mean_se
+
+        metrics["top9_purity_chance"] = result["purity"]["chance"]
+        for layer, values in result["purity"].items():
+            if layer != "chance":
+                metrics[f"top9_purity_{layer}_mean"], metrics[f"top9_purity_{layer}_se"] = mean_se(values)
     if result["evolution"] is not None:
         evo = result["evolution"]
+        for layer, epoch in evo["cka_converged_epoch"].items():
+            metrics[f"cka_converged_epoch_{layer}"] = epoch
+            for e, value in zip(evo["epochs"], evo["cka"][layer]):
+                metrics[f"cka_{layer}_epoch{e:03d}"] = value
         for layer, epoch in evo["converged_epoch"].items():
             metrics[f"converged_epoch_{layer}"] = epoch
             metrics[f"top9_settled_{layer}"] = evo["settled"][layer]
@@ -39,7 +50,7 @@ def main(cfg: Config) -> None:
     import mlflow
 
     from zfnet import tracking
-    from zfnet.train.loop import resolve_device
+    from zfnet.train.runtime import resolve_device
     from zfnet.viz.command import visualize
 
     v = cfg.viz

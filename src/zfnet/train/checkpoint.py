@@ -115,7 +115,7 @@ def model_from_checkpoint(ckpt: dict) -> ConvNet:
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
     from zfnet.config import ModelConfig
 
-    model = build(ModelConfig(**ckpt["model_config"]), ckpt["num_classes"], ckpt["input_size"])
+    model = build(ModelConfig(**ckpt["model_config"]), ckpt["num_classes"], ckpt["input_size"], float(ckpt.get("input_scale", 1.0)))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -124,3 +124,53 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     """``(model, checkpoint)`` from a checkpoint file; the model is in eval mode."""
     ckpt = load_checkpoint(path, map_location)
     return model_from_checkpoint(ckpt), ckpt
+
+
+RESUME_FILE = "resume.pt"
+
+
+class Checkpointer:
+    """The training run's files: the resume state and milestones while it runs, the outs at the end.
+
+    While training, everything lives in ``state_dir`` (NOT a DVC out, so a crash leaves the outs
+    untouched): ``resume.pt`` (written atomically after every epoch) and ``epoch-NNN.pt`` for each
+    milestone. :meth:`publish` copies the milestones to ``out_dir/milestones/`` and writes
+    ``out_dir/model.pt``.
+
+    Args:
+        state_dir, out_dir: as above.
+        fingerprint: hash of the configuration; a resume state of another one is ignored (and its
+            milestones removed).
+    """
+
+    def __init__(self, state_dir: str | Path, out_dir: str | Path, fingerprint: str) -> None:
+        self.state_dir, self.out_dir, self.fingerprint = Path(state_dir), Path(out_dir), fingerprint
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.resume_path = self.state_dir / RESUME_FILE
+
+    def resume(self) -> dict | None:
+        """The saved resume state of this configuration, or None (a foreign one is discarded)."""
+        if not self.resume_path.exists():
+            return None
+        state = load_state(self.resume_path)
+        if state.get("fingerprint") == self.fingerprint:
+            return state
+        for stale in self.state_dir.glob("epoch-*.pt"):
+            stale.unlink()
+        return None
+
+    def save_resume(self, state: dict) -> None:
+        atomic_save({"fingerprint": self.fingerprint, **state}, self.resume_path)
+
+    def save_milestone(self, checkpoint: dict) -> None:
+        atomic_save(checkpoint, self.state_dir / f"epoch-{checkpoint['epoch']:03d}.pt")
+
+    def publish(self, milestones: list[int], final: dict) -> None:
+        """Copy the milestones into ``out_dir/milestones/`` and write ``out_dir/model.pt`` (``final``)."""
+        milestones_dir = self.out_dir / "milestones"
+        if milestones_dir.exists():
+            shutil.rmtree(milestones_dir)
+        milestones_dir.mkdir(parents=True)
+        for epoch in milestones:
+            atomic_copy(self.state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
+        atomic_save(final, self.out_dir / "model.pt")

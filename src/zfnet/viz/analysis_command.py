@@ -60,20 +60,22 @@ class Inputs:
 def occlusion_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: torch.Tensor, class_names,
                           patch: int, stride: int, layer: str, max_batch: int, path: Path | None,
                           shown: list[int] | None = None):
-    """Occlusion maps of ``images`` (``(N, 3, S, S)`` normalised full images, centre-cropped here);
-    with ``path``, Fig. 7 for the images at ``shown`` (default: all). Returns the maps."""
+    """Occlusion maps of ``images`` (``(N, 3, S, S)`` normalised full images, centre-cropped here)
+    and the deconvnet projection of each image's strongest activation of its strongest map ``(N, 3,
+    h, w)``; with ``path``, Fig. 7 for the images at ``shown`` (default: all). Returns both."""
     from zfnet.viz.deconvnet import Deconvnet
     from zfnet.viz.occlusion import occlusion, occlusion_figure
 
     x = center_crop(images, inputs.input_size)
     maps = occlusion(model, x, labels, patch, stride, layer=layer, max_batch=max_batch)
+    deconvnet = Deconvnet(model)
+    projections = torch.cat([deconvnet.project(x[i : i + 1], layer, [int(maps.channel[i])], "max")[:, 0]
+                             for i in range(len(x))])
     if path is not None:
         shown = list(range(len(x))) if shown is None else shown
-        deconvnet = Deconvnet(model)
-        projections = torch.cat([deconvnet.project(x[i : i + 1], layer, [int(maps.channel[i])], "max")[:, 0]
-                                 for i in shown])
-        occlusion_figure(maps.select(shown), inputs.pixels(x[shown]), projections, labels[shown], class_names, path, layer)
-    return maps
+        occlusion_figure(maps.select(shown), inputs.pixels(x[shown]), projections[shown], labels[shown], class_names,
+                         path, layer)
+    return maps, projections
 
 
 def invariance_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: torch.Tensor, names: list[str],
@@ -99,7 +101,7 @@ def invariance_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: 
 
 
 def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: AnalyzeConfig,
-            side: tuple[int, int] = (80, 96), device: str | torch.device = "cpu") -> dict:
+            side: tuple[int, int] = (128, 152), device: str | torch.device = "cpu") -> dict:
     """Run the three analyses; write figures and tables into ``out``; return the flat metrics.
 
     Args:
@@ -112,9 +114,10 @@ def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: 
 
     from zfnet.data.shards import ShardDataset
     from zfnet.train.checkpoint import load_model
+    from zfnet.stats import mean_se
     from zfnet.viz.correspondence import correspondence, correspondence_figure, table1
     from zfnet.viz.invariance import spread_classes
-    from zfnet.viz.occlusion import pointing_chance, pointing_game
+    from zfnet.viz.occlusion import pointing_chance, pointing_game, projection_correlation
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,33 +129,29 @@ def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: 
 
     o = cfg.occlusion
     start = time.perf_counter()
-    count = min(o.images or len(val), len(val))
-    images, labels = val.get_batch(range(count))
+    scored = balanced(val.labels(), o.images or len(val))
+    images, labels = val.get_batch(scored)
     images, labels = inputs.model_input(images), labels.to(device)
     shown = spread_classes(labels.cpu().numpy(), len(names), o.figure_images)
-    maps = occlusion_with_figure(model, inputs, images, labels, names, o.patch, o.stride, o.layer, o.max_batch,
-                                 out / "occlusion.png", shown)
-    boxes = torch.from_numpy(val.boxes()[:count]).to(device) - inputs.offset  # crop pixels -> input pixels
+    maps, projections = occlusion_with_figure(model, inputs, images, labels, names, o.patch, o.stride, o.layer,
+                                              o.max_batch, out / "occlusion.png", shown)
+    boxes = torch.from_numpy(val.boxes()[scored]).to(device) - inputs.offset  # crop pixels -> input pixels
     known = ~boxes.isnan().any(1)
     hits, chance = pointing_game(maps, boxes)[known], pointing_chance(maps, boxes)[known]
     metrics["occlusion_seconds"] = time.perf_counter() - start
-    metrics["occlusion_images"] = count
+    metrics["occlusion_images"] = len(scored)
     metrics["pointing_game"] = float(hits.float().mean())
     metrics["pointing_game_chance"] = float(chance.mean())
+    metrics["pointing_game_images"] = int(known.sum())
+    corr = projection_correlation(maps, projections)
+    metrics["occlusion_projection_corr_mean"], metrics["occlusion_projection_corr_se"] = mean_se(corr.cpu().numpy())
     for c, name in enumerate(names):
         of_class = labels[known] == c
         if of_class.any():
             metrics[f"pointing_game_{name}"] = float(hits[of_class].float().mean())
 
     start = time.perf_counter()
-    picks = spread_classes(val.labels(), len(names), cfg.invariance.images)
-    images, labels = val.get_batch(picks)
-    curves = invariance_with_figure(model, inputs, inputs.model_input(images), labels,
-                                    [names[int(c)] for c in labels], cfg.invariance, out / "invariance.png",
-                                    out / "invariance.csv")
-    for kind, stats in curves.summary().items():
-        for key, value in stats.items():
-            metrics[f"invariance_{kind}_{key}"] = value
+    metrics.update(_invariance_tests(model, inputs, val, names, cfg.invariance, out))
     metrics["invariance_seconds"] = time.perf_counter() - start
 
     c = cfg.correspondence
@@ -165,11 +164,68 @@ def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: 
         for layer, (mean, std) in row.items():
             metrics[f"correspondence_{mask}_{layer}_mean"] = mean
             metrics[f"correspondence_{mask}_{layer}_std"] = std
-    for layer in ("layer5", "layer7"):
-        parts = np.mean([result["table"][m][layer][0] for m in ("left_eye", "right_eye", "nose")])
-        metrics[f"correspondence_random_minus_parts_{layer}"] = result["table"]["random"][layer][0] - float(parts)
+    gaps = {}
+    for layer in ("layer5", "layer7"):  # per set: Delta of the random masks minus the parts' mean Delta
+        d = result["deltas"]
+        gaps[layer] = np.array(d["random"][layer]) - np.mean([d[m][layer] for m in ("left_eye", "right_eye", "nose")], 0)
+        metrics[f"correspondence_gap_{layer}_mean"], metrics[f"correspondence_gap_{layer}_se"] = mean_se(gaps[layer])
+    metrics["correspondence_gap_layer5_minus_layer7_mean"], metrics["correspondence_gap_layer5_minus_layer7_se"] = \
+        mean_se(gaps["layer5"] - gaps["layer7"])
+    metrics["correspondence_sets"] = c.sets
     metrics["correspondence_seconds"] = time.perf_counter() - start
     return {k: round(float(v), 5) for k, v in metrics.items()}
+
+
+def balanced(labels, count: int) -> list[int]:
+    """Indices of up to ``count`` images, the first ``ceil(count / K)`` of each of the K classes
+    present, in index order."""
+    import numpy as np
+
+    classes = np.unique(labels)
+    per_class = -(-count // len(classes))
+    return sorted(int(i) for c in classes for i in np.flatnonzero(labels == c)[:per_class])[:count] if count < len(labels) \
+        else list(range(len(labels)))
+
+
+def _invariance_tests(model, inputs: Inputs, val, names: list[str], cfg, out: Path) -> dict:
+    """Fig. 5 for ``cfg.images`` images (classes spread, upright and symmetric ones first where the
+    dataset has them) and, on ``cfg.test_images`` images of each rotation group, the numbers its
+    findings are judged on (:func:`~zfnet.viz.invariance.rotation_groups`)."""
+    import numpy as np
+
+    from zfnet.stats import mean_se
+    from zfnet.viz.invariance import amounts, invariance, per_image, rotation_groups, spread_classes
+
+    labels = val.labels()
+    groups = rotation_groups(names)
+    shown = [int(np.flatnonzero(labels == c)[0]) for c in groups["upright"][:3] + groups["symmetric"][:2]
+             if (labels == c).any()]
+    shown += [i for i in spread_classes(labels, len(names), cfg.images) if i not in shown]
+    images, shown_labels = val.get_batch(shown[: cfg.images])
+    invariance_with_figure(model, inputs, inputs.model_input(images), shown_labels,
+                           [names[int(c)] for c in shown_labels], cfg, out / "invariance.png", out / "invariance.csv")
+    metrics: dict[str, float] = {}
+    transforms = amounts(cfg.translation, cfg.scale, cfg.rotation_step, cfg.steps, inputs.input_size)
+    tested = balanced(labels, cfg.test_images)
+    images, test_labels = val.get_batch(tested)
+    curves = invariance(model, inputs.model_input(images), test_labels, inputs.input_size, transforms)
+    for kind in ("translation", "scale"):
+        l1, l7 = per_image(curves, kind, "l1_norm"), per_image(curves, kind, "l7_norm")
+        metrics[f"invariance_{kind}_l1_over_l7"] = float(l1.mean() / l7.mean().clamp_min(1e-12))
+        metrics[f"invariance_{kind}_l7_below_l1"] = float((l7 < l1).float().mean())
+        metrics[f"invariance_{kind}_top1"], metrics[f"invariance_{kind}_top1_se"] = mean_se(per_image(curves, kind, "correct"))
+    metrics["invariance_images"] = len(tested)
+    original = invariance(model, inputs.model_input(images), test_labels, inputs.input_size,
+                          {"translation": torch.zeros(1)})
+    metrics["invariance_original_top1"] = float(original.correct["translation"].float().mean())
+    for group, classes in groups.items():
+        of_group = torch.isin(test_labels, torch.tensor(classes, dtype=test_labels.dtype))
+        if not of_group.any():
+            continue
+        prob = per_image(curves, "rotation", "prob", 60.0, 300.0)[of_group]
+        metrics[f"invariance_rotation_prob_{group}"], metrics[f"invariance_rotation_prob_{group}_se"] = mean_se(prob)
+        metrics[f"invariance_rotation_images_{group}"] = int(of_group.sum())
+    return metrics
 
 
 def _label(arg: str | None, names: list[str], predicted: int) -> int:
@@ -227,7 +283,7 @@ def _occlude(args: argparse.Namespace) -> int:
         raise ConfigError(f"--patch: must be <= the model's input side ({inputs.input_size}), got {args.patch}")
     out = _out(args, "occlude")
     path = out / "occlusion.png"
-    maps = occlusion_with_figure(model, inputs, image, label, names, args.patch, args.stride, args.layer,
+    maps, _ = occlusion_with_figure(model, inputs, image, label, names, args.patch, args.stride, args.layer,
                                  args.max_batch, path)
     k = int(maps.prob[0].flatten().argmin())
     y, x = int(maps.ys[k // len(maps.xs)]), int(maps.xs[k % len(maps.xs)])

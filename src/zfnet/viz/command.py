@@ -54,15 +54,16 @@ def visualize(
         images_dir: scan this folder of image files (any layout; preprocessed like the pipeline)
             instead of the prepared splits; max_pixels: their decompression-bomb limit.
 
-    Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None, "images":
-    images scanned for the top-9}``.
+    Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None, "purity":
+    {"chance": float, layer: [class purity of each live map's top-9]} | None (an image folder has no
+    labels), "images": images scanned for the top-9}``.
     """
     from zfnet.data.folder import ImageFiles
     from zfnet.data.shards import ShardDataset
     from zfnet.train.checkpoint import load_model
     from zfnet.viz.evolution import evolution
     from zfnet.viz.filters import filters
-    from zfnet.viz.top9 import ShardImages, top9, top9_figures
+    from zfnet.viz.top9 import ShardImages, class_purity, purity_chance, top9, top9_figures
 
     out, prepared = Path(out), Path(prepared)
     model, ckpt = load_model(checkpoint, map_location=device)
@@ -77,6 +78,11 @@ def visualize(
     data = images(split)
     tops = top9(model, data)
     figures = top9_figures(model, tops, data.fetch, out, maps, data.pixels, max_batch)
+    purity = None
+    if folder is None:  # the prepared split has labels: how class-specific each layer's top-9 is
+        labels = data.dataset.labels()[: len(data)]
+        purity = {"chance": purity_chance(labels),
+                  **{layer: [float(v) for v in class_purity(top, labels)] for layer, top in tops.items()}}
     stats = {"conv1": filters(model, out / "filters_conv1.png", dead_ratio)}
     for label, path in (compare or {}).items():
         stats[label] = filters(load_model(path)[0], out / f"filters_{label}.png", dead_ratio,
@@ -87,7 +93,7 @@ def visualize(
         evolved = evolution(milestones, train, train.fetch, out / "evolution.png", evolution_maps, stable,
                             device, max_batch)
     return {"top9": {k: str(v) for k, v in figures.items()}, "filters": stats, "evolution": evolved,
-            "images": len(data)}
+            "purity": purity, "images": len(data)}
 
 
 def _labelled_checkpoint(text: str) -> tuple[str, str]:

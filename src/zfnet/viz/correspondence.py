@@ -9,11 +9,14 @@ the masked image, at layer ``l``)::
 
     Delta_l = mean over pairs i < j of H(sign(eps_i), sign(eps_j)) / D
 
-where ``H`` is the Hamming distance and ``D`` the vector length. PAPER.md writes the sum over
+where ``H`` is the Hamming distance and ``D`` the vector length. docs/paper.md writes the sum over
 pairs; the paper's values (0.07-0.11) are only reachable per pair and per element, so Delta here
 is normalised by both (the sum over the 20 ordered pairs ``i != j`` is ``20 * Delta`` for 5 images).
-Lower = more consistent changes = the part corresponds across images. Layers: ``conv5`` (block
-output after pooling, flattened) and ``fc7`` after ReLU (layer 7).
+Lower = more consistent changes = the part corresponds across images. Layers: ``conv5`` (its
+post-ReLU maps before pooling, flattened: 6 x 6 positions per map at a 112 input, so the vector
+keeps where a change happened) and ``fc7`` after ReLU (layer 7). Each set holds faces of one breed
+(:data:`~zfnet.data.synthetic.FACES`, in turn), as the paper's sets hold dogs of one class: the
+breeds differ only in the parts' shape, so a net that tells them apart must encode the parts.
 
 Masks: the part's box (``left_eye`` is the eye on the image's left) grown by ``margin`` pixels on
 every side and rounded outwards to whole pixels; the random control in each image is a rectangle
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from zfnet.data.images import map_box, resize_center_crop
-from zfnet.data.synthetic import FACE_PARTS, render_face
+from zfnet.data.synthetic import FACE_PARTS, FACES, render_face
 from zfnet.data.transforms import center_crop, normalize
 from zfnet.models import ConvNet
 from zfnet.viz.features import last_hidden, layer_features
@@ -69,10 +72,11 @@ def face_set(
     mean: torch.Tensor,
     input_scale: float,
     input_size: int,
-    side: tuple[int, int] = (80, 96),
+    side: tuple[int, int] = (128, 152),
     margin: float = 1.0,
+    breed: str = FACES[0],
 ) -> FaceSet:
-    """Draw ``count`` faces (image ``k`` from the generator seeded by ``(*seed, k)``), preprocess them
+    """Draw ``count`` faces of ``breed`` (image ``k`` from the generator seeded by ``(*seed, k)``), preprocess them
     like the pipeline (smallest side to ``S = mean.shape[-1]``, centre crop, minus ``mean``, times
     ``input_scale``, centre ``input_size`` crop) and build their masks.
 
@@ -84,7 +88,7 @@ def face_set(
     for k in range(count):
         rng = np.random.default_rng([*seed, k])
         drawn = tuple(int(s) for s in rng.integers(side[0], side[1] + 1, 2))
-        image, _, parts = render_face(rng, drawn)
+        image, _, parts = render_face(rng, drawn, breed=breed)
         crop, how = resize_center_crop(image, size)
         images.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
         part_masks = []
@@ -118,10 +122,11 @@ def correspondence(
     sets: int = 10,
     per_set: int = 5,
     seed: int = 0,
-    side: tuple[int, int] = (80, 96),
+    side: tuple[int, int] = (128, 152),
     margin: float = 1.0,
 ) -> dict:
-    """Table 1: Delta at layers 5 and 7 for each mask, over ``sets`` sets of ``per_set`` faces.
+    """Table 1: Delta at layers 5 and 7 for each mask, over ``sets`` sets of ``per_set`` faces
+    (set ``s`` of breed ``FACES[s % 3]``).
 
     Returns ``{"deltas": {mask: {"layer5"|"layer7": [Delta per set]}}, "table": {mask: {layer:
     (mean, std)}}, "layers": {"layer5": "conv5", "layer7": <fc7 or the last hidden layer>},
@@ -132,11 +137,11 @@ def correspondence(
     deltas = {m: {k: [] for k in layers} for m in MASKS}
     first = None
     for s in range(sets):
-        faces = face_set((seed, s), per_set, mean, input_scale, input_size, side, margin)
+        faces = face_set((seed, s), per_set, mean, input_scale, input_size, side, margin, FACES[s % len(FACES)])
         if first is None:
             first = faces
         masked = torch.cat([faces.images.masked_fill(faces.masks[m][:, None], 0.0) for m in MASKS])
-        feats = layer_features(model, torch.cat([faces.images, masked]), list(layers.values()))
+        feats = layer_features(model, torch.cat([faces.images, masked]), list(layers.values()), child="relu")
         for key, layer in layers.items():
             x = feats[layer]
             original, occluded = x[:per_set], x[per_set:].view(len(MASKS), per_set, -1)

@@ -12,6 +12,15 @@ top-9), and the layer converged at the first milestone from which on its mean ov
 ``stable``. The paper's finding is that lower layers converge first (a few epochs) and upper
 layers only after 40-50 epochs.
 
+Representation similarity (the primary measure): linear CKA (Kornblith et al. 2019) between a
+layer's features at each milestone and at the last, on the same ``probe_images`` images (the first
+of the scanned split). CKA is 1 when two representations differ only by a rotation and an
+isotropic scale, so it asks whether the layer computes the same features, whatever their order
+(top-9 membership instead asks whether each unit keeps its own). A layer has *converged* at the
+first milestone from which on its CKA with the final model stays at or above
+:data:`CKA_CONVERGED` (0.9, i.e. at most a tenth of the final representation's structure is still
+to change); the paper's finding holds when conv1 converges earlier than the top conv layer.
+
 Where every layer reaches ``stable`` only at the last milestone (a short run, or a training set of
 many near-identical strong images, so that top-9 membership keeps shuffling), the converged epochs
 cannot order the layers; the finding is then decided by how settled each layer was on the way: its
@@ -26,6 +35,7 @@ from typing import Sequence
 import torch
 
 from zfnet.train.checkpoint import load_model
+from zfnet.viz.features import layer_features
 from zfnet.viz.grids import normalize_signed, resize, save_figure, tile
 from zfnet.viz.receptive import crop, receptive_field
 from zfnet.viz.top9 import Batches, Fetch, TopActivations, project_top, top9
@@ -61,6 +71,20 @@ def lower_layers_first(converged: Sequence[int], settledness: Sequence[float]) -
     return all(a >= b for a, b in zip(settledness, settledness[1:])), "settled"
 
 
+CKA_CONVERGED = 0.9
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA of two representations of the same ``n`` inputs, ``(n, D1)`` and ``(n, D2)``:
+    ``<Kc, Lc> / (|Kc| |Lc|)`` with ``Kc``, ``Lc`` the centred Gram matrices ``x x^T``, ``y y^T``. In [0, 1]."""
+    x, y = x.double().flatten(1), y.double().flatten(1)
+    k, l = x @ x.T, y @ y.T
+    n = k.shape[0]
+    h = torch.eye(n, dtype=k.dtype) - 1.0 / n
+    kc, lc = h @ k @ h, h @ l @ h
+    return float((kc * lc).sum() / (kc.norm() * lc.norm()).clamp_min(1e-30))
+
+
 def evolution(
     checkpoints: Sequence[str | Path],
     batches: Batches,
@@ -71,8 +95,9 @@ def evolution(
     device: str | torch.device = "cpu",
     max_batch: int = 256,
     tile_size: int = 48,
+    probe_images: int = 256,
 ) -> dict:
-    """Write the Fig. 4 grid to ``out`` (PNG) and return when each layer's top-9 stops changing.
+    """Write the Fig. 4 grid to ``out`` (PNG) and return when each layer converges.
 
     Args:
         checkpoints: milestone checkpoint paths, epochs ascending (the last is the reference).
@@ -84,10 +109,12 @@ def evolution(
         device: where the models run.
         max_batch: deconvnet chunk size.
         tile_size: display side of each projection (cropped to the unit's receptive field, then resized).
+        probe_images: images (the first of ``batches``) on which the layers' CKA is measured.
 
-    Returns ``{"figure": path, "epochs": [e, ...], "overlap": {layer: [mean overlap per epoch]},
-    "converged_epoch": {layer: e}, "settled": {layer: fraction}, "lower_layers_first": bool,
-    "decided_by": str}`` (:func:`lower_layers_first`).
+    Returns ``{"figure": path, "epochs": [e, ...], "cka": {layer: [CKA with the last milestone per
+    epoch]}, "cka_converged_epoch": {layer: e}, "overlap": {layer: [mean top-9 overlap per epoch]},
+    "converged_epoch": {layer: e} (by top-9 overlap), "settled": {layer: fraction},
+    "lower_layers_first": bool, "decided_by": str}`` (:func:`lower_layers_first`).
     """
     if not checkpoints:
         raise ValueError("evolution needs at least one checkpoint")
@@ -95,6 +122,9 @@ def evolution(
     final_model, final_ckpt = load_model(paths[-1], map_location=device)
     final = top9(final_model, batches)
     layers = list(final)
+    probe = fetch(torch.arange(min(probe_images, len(batches))))
+    final_features = layer_features(final_model, probe, layers)
+    cka = {layer: [] for layer in layers}
     chosen = {layer: final[layer].strongest_maps(maps) for layer in layers}
     epochs, tiles, overlaps = [], {layer: [] for layer in layers}, {layer: [] for layer in layers}
     for path in paths:  # one model in memory besides the final one
@@ -103,7 +133,9 @@ def evolution(
         if epochs and int(ckpt["epoch"]) <= epochs[-1]:
             raise ValueError(f"checkpoints must be in ascending epoch order: {path} (epoch {ckpt['epoch']}) after epoch {epochs[-1]}")
         epochs.append(int(ckpt["epoch"]))
+        features = final_features if model is final_model else layer_features(model, probe, layers)
         for layer in layers:
+            cka[layer].append(linear_cka(features[layer], final_features[layer]))
             live = final[layer].values[:, 0] > 0
             shared = overlap(tops[layer], final[layer])[live].float()
             overlaps[layer].append(float(shared.mean()) if live.any() else float(final[layer].values.shape[1]))
@@ -129,6 +161,8 @@ def evolution(
     return {
         "figure": str(path),
         "epochs": epochs,
+        "cka": cka,
+        "cka_converged_epoch": {layer: converged_epoch(epochs, cka[layer], CKA_CONVERGED) for layer in layers},
         "overlap": overlaps,
         "converged_epoch": converged,
         "settled": fractions,

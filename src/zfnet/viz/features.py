@@ -55,14 +55,16 @@ def last_hidden(model: ConvNet) -> str:
 
 
 @torch.no_grad()
-def layer_features(model: ConvNet, images: torch.Tensor, layers: Sequence[str], max_batch: int = 256) -> dict[str, torch.Tensor]:
+def layer_features(model: ConvNet, images: torch.Tensor, layers: Sequence[str], max_batch: int = 256,
+                   child: str | None = None) -> dict[str, torch.Tensor]:
     """Flattened feature vectors of ``layers`` and the softmax output for ``(N, 3, H, W)`` model input.
 
-    Returns ``{layer: (N, D_layer)}`` plus ``"prob": (N, num_classes)``; forwards in chunks of ``max_batch``.
+    ``child`` as in :class:`LayerOutputs` (``"relu"``: post-ReLU, before pooling). Returns
+    ``{layer: (N, D_layer)}`` plus ``"prob": (N, num_classes)``; forwards in chunks of ``max_batch``.
     """
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in [*layers, "prob"]}
-    with LayerOutputs(model, layers) as rec:
+    with LayerOutputs(model, layers, child) as rec:
         for chunk in images.split(max_batch):
             parts["prob"].append(model(chunk).softmax(1))
             for name in layers:

@@ -163,6 +163,25 @@ def spread_classes(labels: np.ndarray, num_classes: int, count: int) -> list[int
     return picks
 
 
+def rotation_groups(class_names: Sequence[str]) -> dict[str, list[int]]:
+    """Class indices of the synthetic classes of known rotational symmetry: ``upright`` (no symmetry,
+    never seen rotated: :data:`~zfnet.data.synthetic.UPRIGHT`) and ``symmetric`` (the same at every
+    angle: order 0 in :data:`~zfnet.data.synthetic.ROTATION_SYMMETRY`). Other datasets' classes are in neither."""
+    from zfnet.data.synthetic import ROTATION_SYMMETRY, UPRIGHT
+
+    return {"upright": [c for c, n in enumerate(class_names) if n in UPRIGHT],
+            "symmetric": [c for c, n in enumerate(class_names) if ROTATION_SYMMETRY.get(n, -1) == 0]}
+
+
+def per_image(curves: InvarianceCurves, kind: str, data: str, lo: float = -math.inf, hi: float = math.inf) -> torch.Tensor:
+    """``(N,)`` each image's mean of ``data`` (``l1_norm``, ``l7_norm``, ``prob``, ``correct``) over the
+    amounts of ``kind`` in ``[lo, hi]`` other than the identity (shift 0, scale 1, rotation 0 / 360)."""
+    values = curves.amounts[kind]
+    identity = torch.isclose(values, torch.tensor(1.0 if kind == "scale" else 0.0)) | torch.isclose(values, torch.tensor(360.0))
+    keep = ~identity & (values >= lo) & (values <= hi)
+    return getattr(curves, data)[kind][keep].float().mean(0)
+
+
 def invariance_figure(
     curves: InvarianceCurves, example: torch.Tensor, names: Sequence[str], path: str | Path,
     input_size: int, pixels=None,

@@ -169,6 +169,24 @@ def pointing_chance(maps: OcclusionMaps, boxes: torch.Tensor) -> torch.Tensor:
     return (in_y[:, :, None] & in_x[:, None, :]).float().mean((1, 2))
 
 
+def projection_correlation(maps: OcclusionMaps, projections: torch.Tensor) -> torch.Tensor:
+    """Per image, how much the strongest map's activity drops where the square covers its own
+    projection: the Pearson correlation, over the grid positions, between the drop of map (b)
+    (``base_feature - feature``) and the projection's energy (``|projection|`` summed over RGB) under
+    the square.
+
+    ``projections``: ``(N, 3, H, W)`` the deconvnet projection of each image's strongest activation
+    of map ``maps.channel``. Returns ``(N,)`` in [-1, 1] (0 where either is constant).
+    """
+    stride = int(maps.ys[1] - maps.ys[0]) if len(maps.ys) > 1 else 1
+    energy = projections.abs().sum(1, keepdim=True).to(maps.feature.device, maps.feature.dtype)
+    covered = torch.nn.functional.avg_pool2d(energy, maps.patch, stride)[:, 0, : len(maps.ys), : len(maps.xs)]
+    drop = maps.base_feature[:, None, None] - maps.feature
+    a, b = covered.flatten(1), drop.flatten(1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+
 def occlusion_figure(
     maps: OcclusionMaps,
     pixels: torch.Tensor,

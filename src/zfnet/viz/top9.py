@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -53,6 +54,24 @@ class TopActivations:
     def strongest_maps(self, n: int) -> torch.Tensor:
         """``(min(n, C),)`` indices of the maps with the largest top activation, strongest first."""
         return self.values[:, 0].argsort(descending=True)[:n]
+
+
+def class_purity(top: TopActivations, labels: np.ndarray) -> torch.Tensor:
+    """Per live map (top activation > 0), the share of its top-k images that belong to the map's
+    most common class among them: ``(C_live,)`` in [1/k, 1]. ``labels``: the dataset's ``(N,)``
+    classes. How class-specific a layer's features are (Fig. 2: higher layers more so)."""
+    live = top.values[:, 0] > 0
+    classes = torch.as_tensor(np.asarray(labels))[top.images[live]]  # (C_live, k)
+    k = classes.shape[1]
+    counts = (classes[:, :, None] == classes[:, None, :]).sum(2)  # each image's class count in its row
+    return counts.amax(1).float() / k
+
+
+def purity_chance(labels: np.ndarray, k: int = 9, draws: int = 2000, seed: int = 0) -> float:
+    """:func:`class_purity` of ``k`` images drawn at random from the dataset: its chance level."""
+    rng = np.random.default_rng(seed)
+    picks = np.asarray(labels)[rng.integers(0, len(labels), (draws, k))]
+    return float(np.mean([np.bincount(row).max() / k for row in picks]))
 
 
 class TopRecorder:

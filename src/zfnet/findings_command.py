@@ -1,0 +1,91 @@
+"""``zfnet findings``: the paper's claims and their verdicts on a run (``metrics/findings.json``).
+
+``zfnet findings`` lists them; ``--markdown`` prints the README's table; ``--readme README.md``
+writes that table between the README's ``<!-- findings:start -->`` and ``<!-- findings:end -->``
+markers; ``--compare A B`` shows which verdicts differ between two runs (each a findings.json or
+a folder holding ``metrics/findings.json``, e.g. the checkout of a run with another seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+
+
+def read(path: str | Path) -> dict:
+    """A findings.json, given itself or a folder holding ``metrics/findings.json``."""
+    from zfnet.config import ConfigError
+
+    path = Path(path)
+    file = path / "metrics" / "findings.json" if path.is_dir() else path
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no findings (run `dvc repro findings` first)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file}: not valid JSON ({exc})") from None
+
+
+def readme_block(markdown: str) -> str:
+    return f"{START}\n{markdown}{END}"
+
+
+def with_findings(readme: str, markdown: str) -> str:
+    """``readme`` with its findings block replaced by ``markdown``; ValueError without the markers."""
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"no {START} ... {END} block")
+    return readme[:start] + readme_block(markdown) + readme[end + len(END):]
+
+
+def differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
+    """``[(claim id, verdict in a, verdict in b)]`` for every claim whose verdict differs (or is missing in one)."""
+    va = {f["id"]: f["verdict"] for f in a["findings"]}
+    vb = {f["id"]: f["verdict"] for f in b["findings"]}
+    return [(i, va.get(i, "-"), vb.get(i, "-")) for i in dict.fromkeys([*va, *vb]) if va.get(i) != vb.get(i)]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zfnet.config import ConfigError
+    from zfnet.findings import markdown
+
+    if args.compare:
+        a, b = (read(p) for p in args.compare)
+        diff = differences(a, b)
+        print(f"{args.compare[0]}: {a['holds']} hold, {a['inconclusive']} inconclusive, {a['fails']} fail; "
+              f"{args.compare[1]}: {b['holds']} hold, {b['inconclusive']} inconclusive, {b['fails']} fail")
+        for claim, x, y in diff:
+            print(f"  {claim}: {x} -> {y}")
+        print(f"{len(diff)} of {len({f['id'] for f in a['findings'] + b['findings']})} verdicts differ")
+        return 0
+    result = read(args.file)
+    if args.readme:
+        path = Path(args.readme)
+        try:
+            path.write_text(with_findings(path.read_text(), markdown(result)))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        print(f"wrote the findings table into {path}")
+    elif args.markdown:
+        print(markdown(result), end="")
+    else:
+        for f in result["findings"]:
+            print(f"{f['verdict']:<13} {f['paper']:<11} {f['claim']}\n{'':<13} {f['detail']}")
+        print(f"{result['holds']} of {len(result['findings'])} claims hold, {result['inconclusive']} inconclusive, "
+              f"{result['fails']} fail")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("findings", help="the paper's claims and whether this run's numbers show them",
+                       description="The paper's claims as verdicts (holds / fails / inconclusive) with the numbers "
+                       "behind them, from metrics/findings.json (the findings stage).")
+    p.add_argument("--file", default="metrics/findings.json", help="findings file or run folder (default: %(default)s)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--markdown", action="store_true", help="print the README's findings table")
+    mode.add_argument("--readme", metavar="README", help="write the table between the findings markers of this file")
+    mode.add_argument("--compare", nargs=2, metavar=("A", "B"), help="which verdicts differ between two runs")
+    p.set_defaults(func=_run)

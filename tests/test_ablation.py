@@ -99,40 +99,59 @@ def test_per_class_subset_is_balanced_and_seeded():
     assert np.array_equal(A.per_class_subset(labels, 0, seed=0), np.arange(len(labels)))
 
 
-def test_noise_is_two_binomial_standard_errors():
-    assert A.noise(50.0, 50.0, 100) == pytest.approx(200 * np.sqrt(2 * 0.25 / 100))
-    assert A.noise(0.0, 0.0, 100) > 0  # a 0% error on 100 images is still uncertain
+def test_aggregate_gives_mean_and_sd_over_seeds_and_keeps_equal_counts():
+    per_seed = [{"seed": 0, "val_top1_error": 20.0, "val_images": 100, "epochs": 3, "dominance": 1.5},
+                {"seed": 1, "val_top1_error": 30.0, "val_images": 100, "epochs": 3, "dominance": 1.5}]
+    out = A.aggregate(per_seed)
+    assert out["seeds"] == [0, 1] and out["val_images"] == 100 and out["epochs"] == 3
+    assert out["val_top1_error_mean"] == 25.0 and out["val_top1_error_sd"] == pytest.approx(np.sqrt(50))
+    assert out["dominance_mean"] == 1.5 and out["dominance_sd"] == 0.0  # floats always get mean and sd
+    assert A.aggregate(per_seed[:1])["val_top1_error_sd"] == 0.0
 
 
-def test_findings_follow_the_numbers():
-    def m(train, val):
-        return {"train_top1_error": train, "val_top1_error": val, "val_top5_error": 0.0, "val_images": 1000}
-
-    paper_like = {"zfnet": m(10, 20), "no_fc7": m(12, 22), "no_conv3_conv4_fc6_fc7": m(60, 65),
-                  "conv_wide": m(5, 18), "fc_wide": m(2, 21), "krizhevsky": m(12, 25)}
-    got = {f["finding"].split(":")[0]: f for f in A.findings(paper_like)}
-    assert all(f["holds"] for f in got.values()) and got["depth matters"]["significant"]
-    assert got["wider middle conv layers (3-5) help"]["difference"] == 2
-    assert not got["wider middle conv layers (3-5) help"]["significant"]  # 2 points on 1000 images: noise
-    flipped = {**paper_like, "no_conv3_conv4_fc6_fc7": m(5, 15), "krizhevsky": m(5, 15)}
-    got = {f["finding"].split(":")[0]: f for f in A.findings(flipped)}
-    assert not got["depth matters"]["holds"] and not got["ZFNet's 7x7/2 layer 1 beats the 11x11/4 replica"]["holds"]
-    assert len(A.findings({"zfnet": m(1, 1)})) == 0
+def test_ablation_scale_and_budget_apply_before_the_variant():
+    cfg = from_dict(compose([], REPO / "conf"))  # default: ablations at 72 px, 64-pixel crops
+    vcfg = A.ablation_config(cfg, "krizhevsky", seed=1)
+    assert (vcfg.preprocess.size, vcfg.train.crop, vcfg.seed) == (72, 64, 1)
+    assert vcfg.train.epochs == cfg.ablation.epochs and vcfg.train.milestones == [] and vcfg.train.val_every == 0
+    assert vcfg.train.schedule == cfg.train.schedule == "cosine"  # the main run's converging schedule
+    assert vcfg.model.conv1_kernel == 11
 
 
-def test_tables_put_the_papers_numbers_beside_ours():
-    results = {name: {"train_top1_error": 1.0 + i, "val_top1_error": 2.0 + i, "val_top5_error": 0.5, "val_images": 10}
+def test_resized_dataset_shrinks_images_and_mean_with_an_area_filter():
+    class Data:
+        classes, class_names, num_classes = ["a", "b"], ["a", "b"], 2
+
+        def __len__(self):
+            return 2
+
+        def get_batch(self, idx):
+            images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4).to(torch.uint8)
+            return images[list(idx)], torch.tensor([0, 1])[list(idx)]
+
+    mean = torch.ones(3, 4, 4) * 10
+    small = A.Resized(Data(), 2, mean)
+    images, labels = small.get_batch([1])
+    full = Data().get_batch([1])[0].float()
+    assert images.shape == (1, 3, 2, 2) and labels.tolist() == [1]
+    assert images[0, 0, 0, 0] == torch.round(full[0, 0, :2, :2].mean())
+    assert torch.equal(small.mean, torch.full((3, 2, 2), 10.0)) and small.size == 2
+
+
+def test_tables_put_the_papers_numbers_beside_our_means_over_seeds():
+    results = {name: {"seeds": [0, 1], **{f"{k}_{s}": (1.0 + i if s == "mean" else 0.5)
+                                          for k in A.ERRORS for s in ("mean", "sd")}}
                for i, name in enumerate(VARIANTS)}
     t3 = A.table3(results)
     assert list(t3["variant"]) == list(VARIANTS)
     row = t3.set_index("variant").loc["krizhevsky"]
-    assert (row["paper train top-1"], row["paper val top-1"], row["paper val top-5"]) == (35.1, 40.5, 18.1)
-    assert row["ours val top-1"] == results["krizhevsky"]["val_top1_error"]
-    assert row["ours val top-1 vs zfnet"] == results["krizhevsky"]["val_top1_error"] - 2.0
-    assert np.isnan(t3.set_index("variant").loc["no_renorm", "paper val top-1"])
+    assert (row["paper_train_top1_error"], row["paper_val_top1_error"], row["paper_val_top5_error"]) == (35.1, 40.5, 18.1)
+    assert row["val_top1_error_mean"] == results["krizhevsky"]["val_top1_error_mean"] and row["val_top1_error_sd"] == 0.5
+    assert row["seeds"] == 2 and row["val_top1_error_vs_zfnet"] == results["krizhevsky"]["val_top1_error_mean"] - 1.0
+    assert np.isnan(t3.set_index("variant").loc["no_renorm", "paper_val_top1_error"])
     t2 = A.table2(results).set_index("variant")
-    assert t2.loc["conv_wide", "paper val top-1"] == 37.5 and t2.loc["conv_wide", "ours val top-5"] == 0.5
-    assert np.isnan(t2.loc["-", "ours val top-1"])  # Krizhevsky et al.'s own net: not run here
+    assert t2.loc["conv_wide", "paper_val_top1_error"] == 37.5 and t2.loc["conv_wide", "val_top5_error_sd"] == 0.5
+    assert np.isnan(t2.loc["-", "val_top1_error_mean"])  # Krizhevsky et al.'s own net: not run here
 
 
 def test_ablate_and_report_stages_on_tiny_data(project, monkeypatch):
@@ -147,22 +166,25 @@ def test_ablate_and_report_stages_on_tiny_data(project, monkeypatch):
         ablate.main(cfg, variant)
     metrics = json.loads((project / "metrics/ablate/krizhevsky.json").read_text())
     assert metrics["crop"] == 64 and metrics["epochs"] == 1 and metrics["train_images"] == 4 * 12
-    assert 0 <= metrics["val_top1_error"] <= 100
-    model, ckpt = load_model(project / "models_ablation/krizhevsky/model.pt")
-    assert model.layer("conv1").conv.kernel_size == (11, 11) and ckpt["variant"] == "krizhevsky"
+    assert metrics["seeds"] == [0, 1] and [m["seed"] for m in metrics["per_seed"]] == [0, 1]
+    assert 0 <= metrics["val_top1_error_mean"] <= 100 and metrics["val_top1_error_sd"] >= 0
+    for seed in (0, 1):
+        model, ckpt = load_model(project / f"models_ablation/krizhevsky/seed-{seed}/model.pt")
+        assert model.layer("conv1").conv.kernel_size == (11, 11) and ckpt["variant"] == "krizhevsky"
     assert not (project / ".zfnet/state/ablate/krizhevsky").exists()
 
     ablation_report.main(cfg)
     table = (project / "results/ablation.csv").read_text().splitlines()
-    assert len(table) == 1 + 3 and table[0].startswith("variant,change,paper row")
+    assert len(table) == 1 + 3 and table[0].startswith("variant,change,paper row,paper base,seeds")
+    assert "val_top1_error_mean,val_top1_error_sd" in table[0]
     md = (project / "results/ablation.md").read_text()
-    assert "## Table 3" in md and "40.50" in md and "## The paper's findings on our data" in md
+    assert "## Table 3" in md and "40.50" in md and "2 seeds each" in md
     for path in ("errors.png", "filters_conv1.png", "zfnet/filters_conv1.png", "no_renorm/filters_conv1.png",
                  "krizhevsky/top9_conv2.png", "zfnet/top9_conv2.png"):
         assert (project / "figures/ablation" / path).stat().st_size > 1000, path
     summary = json.loads((project / "metrics/ablation.json").read_text())
-    assert summary["krizhevsky_val_top1_error"] == metrics["val_top1_error"]
-    assert summary["findings_tested"] >= 3
+    assert summary["krizhevsky_val_top1_error_mean"] == metrics["val_top1_error_mean"]
+    assert summary["seeds"] == 2 and "filters_no_renorm_dominance_mean" in summary
 
     import mlflow
 
@@ -171,7 +193,7 @@ def test_ablate_and_report_stages_on_tiny_data(project, monkeypatch):
     variants = {r.data.tags["variant"]: r for r in runs if r.data.tags.get("stage") == "ablate"}
     assert set(variants) == set(cfg.ablation.variants)
     names = {frozenset(r.data.metrics) for r in variants.values()}
-    assert len(names) == 1 and {"final_val_top1_error", "val_top1_error", "train_top1_error"} <= next(iter(names))
+    assert len(names) == 1 and {"final_val_top1_error_mean", "seed0.train_top1_error", "seed1.val_top1_error"} <= next(iter(names))
     assert len({r.data.tags["mlflow.parentRunId"] for r in variants.values()}) == 1
 
 

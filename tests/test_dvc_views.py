@@ -49,5 +49,5 @@ def test_the_readmes_exp_show_line_is_readable(project):
     lines = shown([*shlex.split(line), "--no-pager"], *project)
     assert max(map(len, lines)) <= 170, max(map(len, lines))
     header = re.split(r"\s{2,}", lines[1].strip())
-    assert header[:2] == ["Experiment", "Created"] and "model.arch" in header and "items_reproduced" in header
+    assert header[:2] == ["Experiment", "Created"] and "model.arch" in header and "items_produced" in header
     assert [h.split(":")[-1] for h in header[2:4]] == ["val_top1_error", "val_top5_error"]  # train.json's

@@ -184,7 +184,7 @@ def test_report_links_every_run_on_the_server(pipeline, tmp_path):
             run_id = r["info"]["run_id"]
             assert f'{url}/#/experiments/{r["info"]["experiment_id"]}/runs/{run_id}' in html, _tags(r)["stage"]
     counts = json.loads((root / "metrics/report.json").read_text())
-    assert counts["items_reproduced"] + counts["items_partial"] >= 3
+    assert counts["items_produced"] + counts["items_partial"] >= 3
     if CHROMIUM is None:
         pytest.skip("no chromium binary on PATH (apt-get install chromium)")
     browser = Browser(tmp_path / "chromium-profile")
@@ -206,5 +206,5 @@ def test_dvc_plots_and_exp_show(pipeline):
         assert any(name in key for key in shown), f"dvc plots show lacks {name}"
     exps = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
     text = json.dumps(exps)
-    for metric in ("val_top1_error", "val_top5_error", "items_reproduced"):
+    for metric in ("val_top1_error", "val_top5_error", "items_produced"):
         assert metric in text, f"dvc exp show lacks {metric}"

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import replace
 from fnmatch import fnmatch
-from html import escape
+from markupsafe import escape  # as the report (Jinja2) escapes
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -54,6 +54,14 @@ def _write_item(root: Path, item, seed: int) -> None:
         data = json.loads(path.read_text()) if path.exists() else {}
         data[number.key] = 1.23456 + seed
         path.write_text(json.dumps(data))
+
+
+FINDINGS = {"findings": [
+    {"id": "pointing", "paper": "Fig. 7", "claim": "Occlusion finds the object", "verdict": "holds", "statistic": "s",
+     "test": "t", "value": 0.5, "threshold": 0.1, "detail": "hit 90% vs chance 40%"},
+    {"id": "correspondence_layer5", "paper": "Table 1", "claim": "Parts correspond at layer 5", "verdict": "fails",
+     "statistic": "s", "test": "t", "value": -0.1, "threshold": 0.01, "detail": "gap -0.1 <beyond> noise"},
+], "holds": 1, "fails": 1, "inconclusive": 0}
 
 
 def write_outputs(root: Path) -> None:
@@ -104,6 +112,7 @@ def outputs(tmp_path_factory):
     (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
         "preprocess": {"outs": [{"path": "data/prepared", "md5": DATA_HASH}]}}}))
     write_outputs(root)
+    (root / "metrics/findings.json").write_text(json.dumps(FINDINGS))
 
     env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
     cwd = Path.cwd()
@@ -113,8 +122,8 @@ def outputs(tmp_path_factory):
                                       ("visualize", "", None)):
             with tracking.stage_run(cfg, stage, variant):
                 if error is not None:
-                    mlflow.log_metrics({"val_top1_error": error, "val_top5_error": error / 4,
-                                        "final_val_top1_error": error})  # per epoch, and at the end
+                    mlflow.log_metrics({"val_top1_error": error, "val_top5_error": error / 4, "final_val_top1_error": error,
+                                        "final_val_top1_error_mean": error})  # per epoch, and at the end
         for n in (15, 30):  # one dvc.yaml stage, a run per training-set size
             with tracking.stage_run(cfg, "transfer", f"caltech101-{n}", dvc_stage="transfer@caltech101",
                                     setting={"dataset": "caltech101", "train_per_class": n}):
@@ -170,13 +179,22 @@ def test_report_page_shows_every_item_with_its_files_numbers_and_runs(outputs):
     assert "transfer@caltech101-15" in table4 and "transfer@caltech101-30" in table4 and "no MLflow run" not in table4
 
 
-def test_report_metrics_count_what_was_produced(outputs):
+def test_report_metrics_count_what_was_produced_and_what_holds(outputs):
     root, _ = outputs
     counts = json.loads((root / "metrics/report.json").read_text())
     assert counts["items"] == len(ITEMS)
-    assert counts["items_missing"] == len(LEFT_OUT)
-    assert counts["items_reproduced"] == len(ITEMS) - len(LEFT_OUT)
-    assert counts["tables"] == sum(len(i.tables) for i in ITEMS if i.key not in LEFT_OUT)
+    assert counts["items_produced"] == len(ITEMS) - len(LEFT_OUT)
+    assert (counts["claims"], counts["claims_hold"], counts["claims_fail"], counts["claims_inconclusive"]) == (2, 1, 1, 0)
+
+
+def test_report_shows_each_claims_verdict_beside_its_item_and_a_summary(outputs):
+    _, out = outputs
+    html = (out / "index.html").read_text()
+    assert "1 of 2 claims hold</b>,\n0 inconclusive, 1 fail" in html
+    fig7, table1 = Page("").section("fig7", html), Page("").section("table1", html)
+    assert '<span class="badge holds">holds</span>' in fig7 and "hit 90% vs chance 40%" in fig7
+    assert '<span class="badge fails">fails</span>' in table1 and "gap -0.1 &lt;beyond&gt; noise" in table1
+    assert "badge holds" not in Page("").section("fig2", html)  # no verdict of its own in this file
 
 
 def test_a_missing_file_makes_its_item_partial(outputs, tmp_path):
@@ -192,8 +210,8 @@ def test_a_missing_file_makes_its_item_partial(outputs, tmp_path):
         after = write_report(tmp_path / "b", meta, PARAMS, root)
     finally:
         hidden.with_suffix(".bak").rename(hidden)
-    assert (after["items_partial"], after["items_reproduced"]) == (before["items_partial"] + 1,
-                                                                   before["items_reproduced"] - 1)
+    assert (after["items_partial"], after["items_produced"]) == (before["items_partial"] + 1,
+                                                                   before["items_produced"] - 1)
     section = Page("").section(item.key, (tmp_path / "b/index.html").read_text())
     assert "partly produced" in section and f"<code>{expand(item.figures[0], PARAMS)}</code>" in section
 
@@ -262,7 +280,7 @@ def test_runs_list_and_compare(outputs, capsys):
     assert code == 0
     lines = out.strip().splitlines()
     assert len(lines) == 3 and "key metrics" in lines[0]
-    assert "no_fc7" in lines[1] and "val_top1_error=23.5" in lines[1] and "zfnet" in lines[2] and "=21" in lines[2]
+    assert "no_fc7" in lines[1] and "val_top1_error_mean=23.5" in lines[1] and "zfnet" in lines[2] and "=21" in lines[2]
 
     code, out, _ = _zfnet("runs", "--params", params, "list", "--latest", capsys=capsys)
     assert code == 0 and {"train", "ablate@zfnet", "ablate@no_fc7", "visualize", "report"} <= set(out.split())

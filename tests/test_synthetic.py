@@ -151,3 +151,42 @@ def test_invalid_config_fails_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="data.synthetic.classes"):
         write_imagenet(tmp_path / "x", SyntheticConfig(classes=len(CLASS_NAMES) + 1), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_classes_are_controls_upright_shapes_face_breeds_and_textures():
+    from zfnet.config import SyntheticConfig
+
+    default = CLASS_NAMES[: SyntheticConfig().classes]
+    assert {"disc", "ring"} <= set(default) and set(synthetic.FACES) <= set(default)
+    assert set(synthetic.UPRIGHT) <= set(default) and set(synthetic.TEXTURES) <= set(default)
+    symmetric = [n for n in default if synthetic.ROTATION_SYMMETRY.get(n, -1) == 0]
+    assert len(symmetric) >= 2 and not set(symmetric) & set(synthetic.UPRIGHT)
+
+
+def test_face_breeds_differ_only_in_the_parts_and_the_parts_are_opaque_and_the_same_colour():
+    size = (140, 132)
+    drawn = {b: synthetic.render_face(np.random.default_rng(7), size, breed=b) for b in synthetic.FACES}
+    images = {b: np.asarray(im, dtype=float) for b, (im, _, _) in drawn.items()}
+    boxes = {b: box for b, (_, box, _) in drawn.items()}
+    parts = drawn[synthetic.FACES[0]][2]
+    assert len(set(boxes.values())) == 1  # same seed: the same head, placed the same
+    outside = np.ones(size[::-1], bool)
+    for x0, y0, x1, y1 in parts.values():
+        outside[int(y0) - 2 : int(np.ceil(y1)) + 2, int(x0) - 2 : int(np.ceil(x1)) + 2] = False
+    a, b = images[synthetic.FACES[0]], images[synthetic.FACES[1]]
+    assert np.abs(a - b)[outside].max() < 1 and np.abs(a - b)[~outside].max() > 60
+    for seed in range(5):  # an eye's light colour whatever the head's colour
+        image, _, parts = synthetic.render_face(np.random.default_rng([seed, 1]), size)
+        x0, y0, x1, y1 = parts["left_eye"]
+        ring = np.asarray(image, dtype=float)[int(y0 + 0.15 * (y1 - y0)), int(x0 + 0.15 * (x1 - x0)) : int(x0 + 0.3 * (x1 - x0))]
+        assert np.abs(ring.mean(0) - synthetic.EYE).max() < 40, (seed, ring.mean(0))
+
+
+def test_texture_classes_carry_fine_periodic_energy_that_plain_discs_lack():
+    def high_freq(name: str) -> float:
+        rng = np.random.default_rng(3)
+        image, (x0, y0, x1, y1) = render_image(rng, name, (140, 140))
+        gray = np.asarray(image.convert("L"), dtype=float)[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]
+        return float(np.abs(np.diff(gray, axis=0)).mean() + np.abs(np.diff(gray, axis=1)).mean())
+
+    assert high_freq("stripes") > 3 * high_freq("disc") and high_freq("checks") > 3 * high_freq("disc")

@@ -106,7 +106,7 @@ class TrainConfig:
 
 @dataclass
 class VizConfig:
-    """The deconvnet figures (PAPER.md Figs. 2, 4, 6)."""
+    """The deconvnet figures (docs/paper.md Figs. 2, 4, 6)."""
 
     split: str = "val"  # scanned for the top-9 (the paper: validation set)
     evolution_split: str = "train"  # scanned at every milestone (the paper: training set)
@@ -150,7 +150,7 @@ class TransferSyntheticConfig:
 
 @dataclass
 class ProbeConfig:
-    """Per-layer linear probes (PAPER.md Table 7)."""
+    """Per-layer linear probes (docs/paper.md Table 7)."""
 
     layers: List[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "conv4", "conv5", "fc7"])
     caltech101_train: int = 30  # training images per class
@@ -159,7 +159,7 @@ class ProbeConfig:
 
 @dataclass
 class TransferConfig:
-    """Transfer of the trained layers 1-7 to Caltech-101/256 and VOC 2012 (PAPER.md Tables 4-7, Fig. 9)."""
+    """Transfer of the trained layers 1-7 to Caltech-101/256 and VOC 2012 (docs/paper.md Tables 4-7, Fig. 9)."""
 
     source: str = "synthetic"  # synthetic: draw the three datasets | real: read them at the paths below
     caltech101: str = ""  # real: a folder holding 101_ObjectCategories (at any depth <= 3) or an archive of it
@@ -211,7 +211,7 @@ class ReportConfig:
 
 @dataclass
 class OcclusionConfig:
-    """Occlusion sensitivity (PAPER.md Fig. 7) and the pointing game on the known object boxes."""
+    """Occlusion sensitivity (docs/paper.md Fig. 7) and the pointing game on the known object boxes."""
 
     patch: int = 16  # side of the grey square, input pixels
     stride: int = 8  # step between square positions, input pixels
@@ -223,7 +223,7 @@ class OcclusionConfig:
 
 @dataclass
 class InvarianceConfig:
-    """Feature invariance to translation, scale and rotation (PAPER.md Fig. 5)."""
+    """Feature invariance to translation, scale and rotation (docs/paper.md Fig. 5)."""
 
     images: int = 5  # validation images in the figure: upright and symmetric classes first, then spread
     test_images: int = 140  # validation images the findings are measured on, spread evenly over the classes
@@ -235,7 +235,7 @@ class InvarianceConfig:
 
 @dataclass
 class CorrespondenceConfig:
-    """Correspondence of face parts across images (PAPER.md Fig. 8, Table 1)."""
+    """Correspondence of face parts across images (docs/paper.md Fig. 8, Table 1)."""
 
     sets: int = 60  # sets of faces (one breed per set, in turn); Delta is reported as mean +- std over sets
     per_set: int = 5  # faces per set (5 in the paper)

@@ -3,7 +3,7 @@
 - **deconv**: project the strongest activation of every map of ``layer`` in each of N images
   (N x C neurons) with one :meth:`Deconvnet.project` call, against a loop that computes each
   neuron's projection as the input gradient with the deconvnet ReLU rule, times the activation (a
-  forward and a backward per neuron; DESIGN.md's oracle). The loop is timed on at most
+  forward and a backward per neuron; the deconvnet's test oracle, tests/test_deconvnet.py). The loop is timed on at most
   ``loop_neurons`` neurons, spread over images and channels, each neuron its own contender in the
   race (its best round kept), and the mean time per neuron extrapolated to all.
 - **top9**: one :func:`~zfnet.viz.top9.top9` pass (all five conv layers recorded) against

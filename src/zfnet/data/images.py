@@ -1,4 +1,4 @@
-"""Robust image decoding and the paper's resize + centre crop (PAPER.md Sec. 3).
+"""Robust image decoding and the paper's resize + centre crop (docs/paper.md Sec. 3).
 
 Real datasets are messier than their file names: ImageNet has grayscale and CMYK JPEGs, PNGs
 named ``.JPEG`` and the odd truncated file. :func:`load_rgb` decodes by content, forces a full

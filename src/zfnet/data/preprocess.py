@@ -1,4 +1,4 @@
-"""The paper's preprocessing (PAPER.md Sec. 3) into streamable shards.
+"""The paper's preprocessing (docs/paper.md Sec. 3) into streamable shards.
 
 Each image: decode robustly (:func:`zfnet.data.images.load_rgb`), resize the smallest side to
 ``S``, keep the centre ``S x S`` (:func:`zfnet.data.images.resize_center_crop`), map its object

@@ -1,6 +1,6 @@
 """Synthetic transfer datasets in the real Caltech-101, Caltech-256 and PASCAL VOC 2012 layouts.
 
-The transfer experiments (PAPER.md Tables 4-6) need datasets whose classes the pretrained model
+The transfer experiments (docs/paper.md Tables 4-6) need datasets whose classes the pretrained model
 has never been trained on, or transfer is no test. The classes here are drawn with the
 generator of :mod:`zfnet.data.synthetic` (same clutter, placement, colours, noise) but are
 *new categories*: the drawn shapes the pretraining did not use (``hexagon``, ``tee``, ...) and

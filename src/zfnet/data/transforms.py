@@ -1,4 +1,4 @@
-"""Batched crops and normalisation of preprocessed ``uint8`` images (PAPER.md Sec. 3).
+"""Batched crops and normalisation of preprocessed ``uint8`` images (docs/paper.md Sec. 3).
 
 Shards hold ``S x S`` centre crops (256 in the paper). Model input is ``(pixel - per-pixel mean)
 * input_scale``, the mean subtracted from the whole ``S x S`` image *before* cropping, so each

@@ -1,12 +1,14 @@
 """Tables 2, 3 and Fig. 6: retrain each architecture variant with one budget and compare with the paper.
 
 - :func:`train_variant` trains one variant (:mod:`zfnet.experiments.variants`) from scratch with
-  :func:`zfnet.train.loop.fit` under the ablation budget (``ablation.epochs`` epochs on a seeded
-  subset of ``ablation.train_per_class`` training images per class; everything else is the profile's
-  recipe), and returns its errors.
-- :func:`table3` / :func:`table2` put our errors beside the paper's, row by row;
-  :func:`findings` tests the paper's conclusions on our numbers, with the sampling noise of the
-  validation set (two binomial standard errors of a difference) as the bar for "significant".
+  :func:`zfnet.train.loop.fit` at the ablation scale and budget (:func:`ablation_config`: images
+  shrunk to ``ablation.size``, ``ablation.epochs`` epochs on the profile's schedule, optionally a
+  seeded subset of ``ablation.train_per_class`` training images per class; everything else is the
+  profile's recipe), and returns its errors.
+- :func:`train_seeds` trains it once per seed of ``ablation.seeds``; :func:`aggregate` gives the
+  mean and sd over the seeds;
+- :func:`table3` / :func:`table2` put our errors beside the paper's, row by row (whether the
+  paper's conclusions hold is judged by :mod:`zfnet.findings`).
 - :func:`filter_comparison` and :func:`conv2_views` draw Fig. 6: layer-1 filters of ZFNet, ZFNet
   without renormalisation and the 11x11/4 replica (dead fraction, frequency bands, dominance), and
   the conv2 top-9 of the replica beside ZFNet's (the paper sees aliasing from stride 4 there).
@@ -258,15 +260,6 @@ def table2(results: Mapping[str, Mapping]) -> pd.DataFrame:
                      "val_top5_error_mean": m.get("val_top5_error_mean", math.nan),
                      "val_top5_error_sd": m.get("val_top5_error_sd", math.nan)})
     return pd.DataFrame(rows)
-
-
-def noise(p1: float, p2: float, n: int) -> float:
-    """Two standard errors of the difference of two error rates ``p1``, ``p2`` (%) measured on ``n`` images each.
-
-    Binomial: se = sqrt(p (1 - p) / n) with p at least 1/n (a 0% error still has sampling noise). In %.
-    """
-    var = sum(max(p / 100, 1 / n) * (1 - max(p / 100, 1 / n)) / n for p in (p1, p2))
-    return 200 * math.sqrt(var)
 
 
 def filter_comparison(models: Mapping[str, torch.nn.Module], out_dir: str | Path, dead_ratio: float = 0.1) -> dict:

@@ -1,4 +1,4 @@
-"""Per-layer linear probes (PAPER.md Table 7): how discriminative is each layer's output?
+"""Per-layer linear probes (docs/paper.md Table 7): how discriminative is each layer's output?
 
 For each of the layers (default conv1..conv5 and fc7) the frozen trained model's block output
 (conv blocks after pooling and contrast normalisation, fc7 after ReLU) of the centre crop is
@@ -23,7 +23,7 @@ from zfnet.experiments.transfer import Crops, Setup, class_split, extract_featur
 
 log = logging.getLogger(__name__)
 
-# PAPER.md Table 7 (SVM), mean per-class accuracy in %; Caltech-101 at 30/class, Caltech-256 at 60/class.
+# docs/paper.md Table 7 (SVM), mean per-class accuracy in %; Caltech-101 at 30/class, Caltech-256 at 60/class.
 PAPER = {
     "caltech101": {"conv1": 44.8, "conv2": 66.2, "conv3": 72.3, "conv4": 76.6, "conv5": 86.2, "fc7": 85.5},
     "caltech256": {"conv1": 24.6, "conv2": 39.6, "conv3": 46.0, "conv4": 51.3, "conv5": 65.6, "fc7": 71.7},

@@ -1,4 +1,4 @@
-"""Transfer of the trained layers 1-7 to other datasets (PAPER.md Tables 4-6, Fig. 9).
+"""Transfer of the trained layers 1-7 to other datasets (docs/paper.md Tables 4-6, Fig. 9).
 
 The method, as in the paper: layers 1-7 of the trained model are frozen and only a new softmax
 classifier is trained on their output. Concretely:
@@ -53,7 +53,7 @@ from zfnet.train.loop import init_weights, sgd
 
 log = logging.getLogger(__name__)
 
-# PAPER.md "Transfer (Tables 4-6)": (dataset, training images per class) -> {model: (mean %, std %)}.
+# docs/paper.md "Transfer (Tables 4-6)": (dataset, training images per class) -> {model: (mean %, std %)}.
 PAPER = {
     ("caltech101", 15): {"pretrained": (83.8, 0.5), "scratch": (22.8, 1.5)},
     ("caltech101", 30): {"pretrained": (86.5, 0.5), "scratch": (46.5, 1.7)},
@@ -417,7 +417,7 @@ def caltech_table(dataset: str, rows: list[dict]) -> pd.DataFrame:
 
 def voc_table(results: dict) -> pd.DataFrame:
     """Table 6: mean AP per model with the paper's number beside ours, then AP per class (the paper's
-    per-class numbers are not in PAPER.md: ``-``)."""
+    per-class numbers are not in docs/paper.md: ``-``)."""
     out = []
     for model, r in results.items():
         paper = PAPER[("voc2012", None)].get(model, (None, None))[0]

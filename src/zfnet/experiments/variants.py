@@ -1,4 +1,4 @@
-"""The named architecture variants of Tables 2 and 3 (PAPER.md), as changes to the configured model.
+"""The named architecture variants of Tables 2 and 3 (docs/paper.md), as changes to the configured model.
 
 A variant is a change of the configured model or training recipe, expressed relative to it so that
 the same names work on every profile (``fc_wide`` doubles whatever fc6/fc7 width the profile has):

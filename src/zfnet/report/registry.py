@@ -49,7 +49,7 @@ class Item:
     findings: tuple[str, ...] = ()  # ids of the claims it shows (zfnet.findings.FINDINGS)
 
 
-TRAIN = "metrics/train.json"
+TRAIN = "metrics/train_details.json"
 VISUALIZE = "metrics/visualize.json"
 ABLATION = "metrics/ablation.json"
 ANALYZE = "metrics/analyze.json"
@@ -88,6 +88,9 @@ ITEMS: tuple[Item, ...] = (
         "class-specific, invariant parts in layers 3-5.",
         stages=("visualize",),
         figures=("{viz.out}/top9_conv*.png",),
+        numbers=tuple(Number(f"conv{i}: class purity of the top-9", VISUALIZE, f"top9_purity_conv{i}_mean",
+                             "rises with depth") for i in range(1, 6))
+        + (Number("class purity of 9 random images", VISUALIZE, "top9_purity_chance", "-"),),
     ),
     Item(
         key="fig4",
@@ -96,20 +99,22 @@ ITEMS: tuple[Item, ...] = (
         title="Feature evolution during training",
         caption="For a few feature maps per layer, the strongest activation over the training set "
         "projected at each milestone epoch. The paper: lower layers converge within a few epochs, "
-        "upper layers only after 40-50 epochs. Ours: the epoch after which each layer's top-9 stops "
-        "changing (at least viz.stable of 9 images shared with the last milestone from then on) and how "
-        "settled each layer was on the way (mean share of the final top-9 over the earlier milestones); "
-        "when every layer settles only at the last milestone, the settled shares decide the finding.",
+        "upper layers only after 40-50 epochs. Ours: how close each layer's representation was to "
+        "its final form over training (its mean linear CKA with the final model's over the earlier "
+        "milestones, on the same images), the first milestone from which its CKA stays at 0.9 or "
+        "above, and, as a second view, how settled each layer's top-9 images were on the way (mean "
+        "share of the final top-9 over the earlier milestones).",
         stages=("visualize",),
         figures=("{viz.out}/evolution.png",),
         numbers=tuple(
-            Number(f"conv{i} converged at epoch", VISUALIZE, f"converged_epoch_conv{i}",
+            Number(f"conv{i} converged (CKA >= 0.9) at epoch", VISUALIZE, f"cka_converged_epoch_conv{i}",
                    "a few epochs" if i <= 2 else "40-50 epochs")
             for i in range(1, 6)
         )
-        + tuple(Number(f"conv{i} settled share of the final top-9", VISUALIZE, f"top9_settled_conv{i}",
+        + tuple(Number(f"conv{i} mean CKA with the final model before it", VISUALIZE, f"cka_settled_conv{i}",
                        "higher in lower layers") for i in range(1, 6))
-        + (Number("lower layers converge first (1 = yes)", VISUALIZE, "lower_layers_converge_first", "1"),),
+        + tuple(Number(f"conv{i} settled share of the final top-9", VISUALIZE, f"top9_settled_conv{i}",
+                       "higher in lower layers") for i in range(1, 6)),
     ),
     Item(
         key="fig5",
@@ -126,12 +131,13 @@ ITEMS: tuple[Item, ...] = (
         numbers=tuple(
             Number(f"{kind}: layer-1 change / layer-7 change", ANALYZE, f"invariance_{kind}_l1_over_l7",
                    "> 1 (layer 1 changes a lot, layer 7 little)")
-            for kind in ("translation", "scale", "rotation")
+            for kind in ("translation", "scale")
         )
-        + tuple(
-            Number(f"{kind}: mean probability of the true label", ANALYZE, f"invariance_{kind}_mean_prob", paper)
-            for kind, paper in (("translation", "stable"), ("scale", "stable"), ("rotation", "drops (unless symmetric)"))
-        ),
+        + (Number("top-1 accuracy, untransformed", ANALYZE, "invariance_original_top1", "-"),)
+        + tuple(Number(f"{kind}: top-1 accuracy over the transformed images", ANALYZE, f"invariance_{kind}_top1", "stable")
+                for kind in ("translation", "scale"))
+        + (Number("rotated 60-300 degrees: P(true class), upright classes", ANALYZE, "invariance_rotation_prob_upright", "drops"),
+           Number("... rotation-symmetric classes", ANALYZE, "invariance_rotation_prob_symmetric", "stays")),
     ),
     Item(
         key="fig6",
@@ -168,6 +174,8 @@ ITEMS: tuple[Item, ...] = (
             Number("pointing game: occlusion hurts most on the object", ANALYZE, "pointing_game",
                    "the object, not the context"),
             Number("... by chance (object area / image area)", ANALYZE, "pointing_game_chance", "-"),
+            Number("activity drop vs projection under the square (correlation)", ANALYZE,
+                   "occlusion_projection_corr_mean", "drops where the projection is"),
         ),
     ),
     Item(
@@ -185,9 +193,9 @@ ITEMS: tuple[Item, ...] = (
         tables=("{analyze.out}/correspondence.csv",),
         numbers=(
             Number("layer 5: Delta random minus mean Delta of the parts", ANALYZE,
-                   "correspondence_random_minus_parts_layer5", "0.035"),
+                   "correspondence_gap_layer5_mean", "0.035"),
             Number("layer 7: Delta random minus mean Delta of the parts", ANALYZE,
-                   "correspondence_random_minus_parts_layer7", "0.004"),
+                   "correspondence_gap_layer7_mean", "0.004"),
         ),
     ),
     Item(
@@ -197,15 +205,16 @@ ITEMS: tuple[Item, ...] = (
         title="Ablations: architecture and depth",
         caption="Train top-1 and validation top-1/top-5 error of the Krizhevsky replica, ZFNet and "
         "their variants (layers removed, fc6/fc7 narrowed or widened, conv3-5 widened), each trained "
-        "with the same recipe. The paper: depth matters (removing layers 3, 4, 6, 7 is catastrophic) "
-        "though few layers matter alone; wider middle conv layers help, wider fc layers overfit.",
+        "with the same recipe and schedule at the ablation scale, mean and sd over the seeds. The "
+        "paper: depth matters (removing layers 3, 4, 6, 7 is catastrophic) though few layers matter "
+        "alone; wider middle conv layers help, wider fc layers overfit.",
         stages=("ablate", "ablation_report"),
         figures=("figures/ablation/errors.png",),
         tables=("results/ablation_table2.csv", "results/ablation.csv"),
         numbers=(
-            Number("the paper's findings tested here", ABLATION, "findings_tested", "-"),
-            Number("... whose difference has the paper's sign", ABLATION, "findings_hold", "all"),
-            Number("... and exceeds the sampling noise", ABLATION, "findings_significant", "all"),
+            Number("seeds per variant", ABLATION, "seeds", "1"),
+            Number("ZFNet val top-1 error (mean over seeds)", ABLATION, "zfnet_val_top1_error_mean", "38.4", "%"),
+            Number("Krizhevsky replica val top-1 error", ABLATION, "krizhevsky_val_top1_error_mean", "40.5", "%"),
         ),
     ),
     Item(

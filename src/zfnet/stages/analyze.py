@@ -1,5 +1,5 @@
 """DVC stage ``analyze``: occlusion, invariance and correspondence of the trained model
-(PAPER.md Figs. 5, 7, 8; Table 1).
+(docs/paper.md Figs. 5, 7, 8; Table 1).
 
 Deps: ``models/model.pt``, ``data/prepared``. Params: ``analyze``, ``data.synthetic`` (size of the
 drawn faces). Outs: ``analyze.out`` (``occlusion.png``, ``invariance.png``, ``invariance.csv``,

@@ -1,4 +1,4 @@
-"""DVC stage ``probe``: a linear classifier on each layer's features (PAPER.md Table 7).
+"""DVC stage ``probe``: a linear classifier on each layer's features (docs/paper.md Table 7).
 
 Deps: ``models/model.pt``, ``data/transfer`` (``sources.json``). Params: ``transfer`` (``probe``,
 splits, softmax settings), ``seed``. Outs: ``results/probes.csv`` and ``.md`` (ours beside the

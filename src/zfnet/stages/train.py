@@ -1,6 +1,8 @@
-"""DVC stage ``train``: train the configured model on the prepared shards (PAPER.md Sec. 3).
+"""DVC stage ``train``: train the configured model on the prepared shards (docs/paper.md Sec. 3).
 
-Outs: ``models/milestones/epoch-NNN.pt``, ``models/model.pt``. Metrics ``metrics/train.json``;
+Outs: ``models/milestones/epoch-NNN.pt``, ``models/model.pt``. Metrics ``metrics/train.json`` (the
+headline errors) and ``metrics/train_details.json`` (those, the centre-crop and chance errors, the
+learning rate's last / peak, the conv1 filters' autocorrelation and share at the radius, times);
 plots ``plots/train.csv`` (one row per epoch). MLflow: a ``train`` child run with per-epoch
 metrics (``step=epoch``), the curves, and the final model (``mlflow.pytorch.log_model``).
 Resume state lives in ``.zfnet/state/train`` (not a DVC out): rerunning after a crash continues
@@ -127,12 +129,15 @@ def train_and_log(cfg: Config) -> None:
         plot_curves(history, PLOTS / "train_curves.png")
         chance = 100.0 * (1 - 1 / train_set.num_classes)
         crops = f"_{cfg.train.eval_crops}crop" if cfg.train.eval_crops > 1 else ""
-        metrics = {
-            "epochs": final["epoch"],
-            "eval_crops": cfg.train.eval_crops,
+        headline = {
             "train_top1_error": round(final["train_top1_error"], 3),
             "val_top1_error": round(final[f"val_top1_error{crops}"], 3),
             "val_top5_error": round(final[f"val_top5_error{crops}"], 3),
+        }
+        metrics = {
+            **headline,
+            "epochs": final["epoch"],
+            "eval_crops": cfg.train.eval_crops,
             "val_loss": round(final[f"val_loss{crops}"], 5),
             "val_top1_error_center_crop": round(final["val_top1_error"], 3),
             "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history), 3),
@@ -145,7 +150,8 @@ def train_and_log(cfg: Config) -> None:
             "filters_at_radius_max": round(max(r["filters_at_radius"] for r in history), 4),
             "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
         }
-        write_json(METRICS / "train.json", metrics)
+        write_json(METRICS / "train.json", headline)  # `dvc metrics show`, `dvc exp show`
+        write_json(METRICS / "train_details.json", metrics)
         model_file = MODELS / "model.pt"
         try:
             epoch_log.close()

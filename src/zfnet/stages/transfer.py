@@ -1,5 +1,5 @@
 """DVC stage ``transfer@<dataset>``: the trained layers 1-7 frozen, a new softmax on top
-(PAPER.md Tables 4-6, Fig. 9), and the same net trained from scratch for comparison.
+(docs/paper.md Tables 4-6, Fig. 9), and the same net trained from scratch for comparison.
 
 ``python -m zfnet.stages.transfer caltech101|caltech256|voc2012``. Deps: ``models/model.pt``,
 ``data/transfer`` (``sources.json``). Params: ``transfer``, ``train`` (the scratch recipe), ``seed``.

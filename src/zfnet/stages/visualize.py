@@ -1,4 +1,4 @@
-"""DVC stage ``visualize``: the deconvnet figures of the trained model (PAPER.md Figs. 2, 4, 6).
+"""DVC stage ``visualize``: the deconvnet figures of the trained model (docs/paper.md Figs. 2, 4, 6).
 
 Deps: ``models/`` (``model.pt``, ``milestones/``), ``data/prepared``. Params: ``viz``.
 Outs: ``viz.out`` (``top9_conv1..5.png``, ``filters_conv1.png``, ``filters_<label>.png``,
@@ -34,6 +34,7 @@ def metrics_of(result: dict) -> dict:
         evo = result["evolution"]
         for layer, epoch in evo["cka_converged_epoch"].items():
             metrics[f"cka_converged_epoch_{layer}"] = epoch
+            metrics[f"cka_settled_{layer}"], metrics[f"cka_settled_{layer}_se"] = evo["cka_settled"][layer], evo["cka_settled_se"][layer]
             for e, value in zip(evo["epochs"], evo["cka"][layer]):
                 metrics[f"cka_{layer}_epoch{e:03d}"] = value
         for layer, epoch in evo["converged_epoch"].items():

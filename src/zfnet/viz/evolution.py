@@ -16,10 +16,12 @@ Representation similarity (the primary measure): linear CKA (Kornblith et al. 20
 layer's features at each milestone and at the last, on the same ``probe_images`` images (the first
 of the scanned split). CKA is 1 when two representations differ only by a rotation and an
 isotropic scale, so it asks whether the layer computes the same features, whatever their order
-(top-9 membership instead asks whether each unit keeps its own). A layer has *converged* at the
-first milestone from which on its CKA with the final model stays at or above
-:data:`CKA_CONVERGED` (0.9, i.e. at most a tenth of the final representation's structure is still
-to change); the paper's finding holds when conv1 converges earlier than the top conv layer.
+(top-9 membership instead asks whether each unit keeps its own). How settled a layer was during
+training is its mean CKA with the final model over the milestones before the last (1: it had its
+final form from the first epoch on); the paper's finding holds when that falls from conv1 to the
+top conv layer beyond its bootstrap noise (over the probe images). As a threshold view, a layer
+has *converged* at the first milestone from which on its CKA stays at or above
+:data:`CKA_CONVERGED` (0.9).
 
 Where every layer reaches ``stable`` only at the last milestone (a short run, or a training set of
 many near-identical strong images, so that top-9 membership keeps shuffling), the converged epochs
@@ -72,17 +74,39 @@ def lower_layers_first(converged: Sequence[int], settledness: Sequence[float]) -
 
 
 CKA_CONVERGED = 0.9
+BOOTSTRAPS = 200  # resamples of the probe images for the standard error of a layer's mean CKA
 
 
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Linear CKA of two representations of the same ``n`` inputs, ``(n, D1)`` and ``(n, D2)``:
-    ``<Kc, Lc> / (|Kc| |Lc|)`` with ``Kc``, ``Lc`` the centred Gram matrices ``x x^T``, ``y y^T``. In [0, 1]."""
-    x, y = x.double().flatten(1), y.double().flatten(1)
-    k, l = x @ x.T, y @ y.T
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """``(n, D)`` features (flattened) -> the ``(n, n)`` float64 Gram matrix ``x x^T``."""
+    x = x.double().flatten(1)
+    return x @ x.T
+
+
+def cka(k: torch.Tensor, l: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two representations of the same ``n`` inputs given as
+    Gram matrices ``(n, n)``: ``<Kc, Lc> / (|Kc| |Lc|)`` with ``Kc``, ``Lc`` centred. In [0, 1]."""
     n = k.shape[0]
     h = torch.eye(n, dtype=k.dtype) - 1.0 / n
     kc, lc = h @ k @ h, h @ l @ h
     return float((kc * lc).sum() / (kc.norm() * lc.norm()).clamp_min(1e-30))
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA of two representations ``(n, D1)``, ``(n, D2)`` of the same ``n`` inputs."""
+    return cka(gram(x), gram(y))
+
+
+def mean_cka_se(grams: list[torch.Tensor], final: torch.Tensor, boots: int = BOOTSTRAPS, seed: int = 0) -> float:
+    """Bootstrap standard error (over the probe images) of the mean CKA of ``grams`` (one per
+    milestone) with ``final``."""
+    gen = torch.Generator().manual_seed(seed)
+    n, means = final.shape[0], []
+    for _ in range(boots):
+        idx = torch.randint(0, n, (n,), generator=gen)
+        pick = lambda g: g[idx][:, idx]  # noqa: E731
+        means.append(sum(cka(pick(g), pick(final)) for g in grams) / len(grams))
+    return float(torch.tensor(means).std())
 
 
 def evolution(
@@ -112,7 +136,8 @@ def evolution(
         probe_images: images (the first of ``batches``) on which the layers' CKA is measured.
 
     Returns ``{"figure": path, "epochs": [e, ...], "cka": {layer: [CKA with the last milestone per
-    epoch]}, "cka_converged_epoch": {layer: e}, "overlap": {layer: [mean top-9 overlap per epoch]},
+    epoch]}, "cka_converged_epoch": {layer: e}, "cka_settled": {layer: mean CKA over the earlier
+    milestones}, "cka_settled_se": {layer: its bootstrap standard error}, "overlap": {layer: [mean top-9 overlap per epoch]},
     "converged_epoch": {layer: e} (by top-9 overlap), "settled": {layer: fraction},
     "lower_layers_first": bool, "decided_by": str}`` (:func:`lower_layers_first`).
     """
@@ -123,8 +148,8 @@ def evolution(
     final = top9(final_model, batches)
     layers = list(final)
     probe = fetch(torch.arange(min(probe_images, len(batches))))
-    final_features = layer_features(final_model, probe, layers)
-    cka = {layer: [] for layer in layers}
+    final_grams = {k: gram(v) for k, v in layer_features(final_model, probe, layers).items() if k in layers}
+    grams = {layer: [] for layer in layers}
     chosen = {layer: final[layer].strongest_maps(maps) for layer in layers}
     epochs, tiles, overlaps = [], {layer: [] for layer in layers}, {layer: [] for layer in layers}
     for path in paths:  # one model in memory besides the final one
@@ -133,9 +158,9 @@ def evolution(
         if epochs and int(ckpt["epoch"]) <= epochs[-1]:
             raise ValueError(f"checkpoints must be in ascending epoch order: {path} (epoch {ckpt['epoch']}) after epoch {epochs[-1]}")
         epochs.append(int(ckpt["epoch"]))
-        features = final_features if model is final_model else layer_features(model, probe, layers)
+        features = None if model is final_model else layer_features(model, probe, layers)
         for layer in layers:
-            cka[layer].append(linear_cka(features[layer], final_features[layer]))
+            grams[layer].append(final_grams[layer] if features is None else gram(features[layer]))
             live = final[layer].values[:, 0] > 0
             shared = overlap(tops[layer], final[layer])[live].float()
             overlaps[layer].append(float(shared.mean()) if live.any() else float(final[layer].values.shape[1]))
@@ -158,11 +183,15 @@ def evolution(
     converged = {layer: converged_epoch(epochs, overlaps[layer], stable) for layer in layers}
     fractions = {layer: settled(overlaps[layer], final[layer].values.shape[1]) for layer in layers}
     verdict, decided_by = lower_layers_first([converged[layer] for layer in layers], [fractions[layer] for layer in layers])
+    similarity = {layer: [cka(g, final_grams[layer]) for g in grams[layer]] for layer in layers}
     return {
         "figure": str(path),
         "epochs": epochs,
-        "cka": cka,
-        "cka_converged_epoch": {layer: converged_epoch(epochs, cka[layer], CKA_CONVERGED) for layer in layers},
+        "cka": similarity,
+        "cka_converged_epoch": {layer: converged_epoch(epochs, similarity[layer], CKA_CONVERGED) for layer in layers},
+        "cka_settled": {layer: sum(similarity[layer][:-1]) / max(len(epochs) - 1, 1) for layer in layers},
+        "cka_settled_se": {layer: mean_cka_se(grams[layer][:-1], final_grams[layer]) if len(epochs) > 1 else 0.0
+                           for layer in layers},
         "overlap": overlaps,
         "converged_epoch": converged,
         "settled": fractions,

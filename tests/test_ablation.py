@@ -104,7 +104,7 @@ def test_aggregate_gives_mean_and_sd_over_seeds_and_keeps_equal_counts():
                 {"seed": 1, "val_top1_error": 30.0, "val_images": 100, "epochs": 3, "dominance": 1.5}]
     out = A.aggregate(per_seed)
     assert out["seeds"] == [0, 1] and out["val_images"] == 100 and out["epochs"] == 3
-    assert out["val_top1_error_mean"] == 25.0 and out["val_top1_error_sd"] == pytest.approx(np.sqrt(50))
+    assert out["val_top1_error_mean"] == 25.0 and out["val_top1_error_sd"] == pytest.approx(np.sqrt(50), abs=1e-4)
     assert out["dominance_mean"] == 1.5 and out["dominance_sd"] == 0.0  # floats always get mean and sd
     assert A.aggregate(per_seed[:1])["val_top1_error_sd"] == 0.0
 
@@ -166,7 +166,7 @@ def test_ablate_and_report_stages_on_tiny_data(project, monkeypatch):
         ablate.main(cfg, variant)
     metrics = json.loads((project / "metrics/ablate/krizhevsky.json").read_text())
     assert metrics["crop"] == 64 and metrics["epochs"] == 1 and metrics["train_images"] == 4 * 12
-    assert metrics["seeds"] == [0, 1] and [m["seed"] for m in metrics["per_seed"]] == [0, 1]
+    assert metrics["seeds"] == [0, 1] and [m["seed"] for m in metrics["per_seed"]] == [0, 1]  # seed 0: 0, 1
     assert 0 <= metrics["val_top1_error_mean"] <= 100 and metrics["val_top1_error_sd"] >= 0
     for seed in (0, 1):
         model, ckpt = load_model(project / f"models_ablation/krizhevsky/seed-{seed}/model.pt")

@@ -90,8 +90,9 @@ class TrainConfig:
     warmup_epochs: int = 0  # linear warm-up of the learning rate (0 = none, as in the paper)
     crops: str = "ten"  # training crops: ten: one of the paper's 10 sub-crops | random: any window, random flip
     milestones: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 30, 40, 64])
-    # Crops averaged in the reported evaluation (milestones and last epoch): 10 = 4 corners + centre,
-    # with flips (paper) | 1 = centre. Every epoch also evaluates the centre crop (curves, annealing).
+    # Crops averaged in the reported evaluation (after the last epoch): 10 = 4 corners + centre,
+    # with flips (paper) | 1 = centre. The centre crop is also evaluated every val_every epochs and at
+    # every milestone (curves, annealing).
     eval_crops: int = 10
     val_every: int = 1  # centre-crop validation every N epochs (0: only at milestones and the last); plateau needs 1
     # Training batches read and cropped ahead by a background thread: 0 = auto (2 ahead on a GPU or
@@ -192,7 +193,7 @@ class AblationConfig:
         "zfnet", "no_fc7", "no_fc6_fc7", "no_conv3_conv4", "no_conv3_conv4_fc6_fc7", "fc_narrow", "fc_wide",
         "conv_wide", "conv_wide_fc_wide", "krizhevsky", "no_renorm"])
     epochs: int = 70  # training epochs per variant (train.epochs in the paper)
-    seeds: List[int] = field(default_factory=lambda: [0])  # each variant is trained once per seed
+    seeds: int = 1  # trainings per variant, seeded seed * 1000 + 0, 1, ... (zfnet.experiments.ablation.ablation_seeds)
     size: int = 0  # image side the variants train on (the prepared images resized), 0 = preprocess.size
     crop: int = 0  # their training and test crop, 0 = train.crop
     workers: int = 0  # seeds trained at once (processes sharing the CPU threads), 0 = one per core, at most one per seed
@@ -392,8 +393,8 @@ def validate(cfg: Config) -> Config:
         _fail("ablation.variants", f"lists a variant twice: {list(a.variants)}")
     _check_positive(a, "ablation", "epochs maps")
     _check_positive(a, "ablation", "train_per_class max_images size crop workers", allow_zero=True)
-    if not a.seeds or len(set(a.seeds)) != len(a.seeds) or min(a.seeds) < 0:
-        _fail("ablation.seeds", f"must be distinct seeds >= 0, at least one, got {list(a.seeds)}")
+    if not 1 <= a.seeds <= 1000:
+        _fail("ablation.seeds", f"must be in 1..1000 (trainings per variant), got {a.seeds}")
     if (a.crop or cfg.train.crop) > (a.size or cfg.preprocess.size):
         _fail("ablation.crop", f"must be <= the ablation's image side ({a.size or cfg.preprocess.size}), got {a.crop or cfg.train.crop}")
     if a.size > cfg.preprocess.size:

@@ -5,7 +5,7 @@
   shrunk to ``ablation.size``, ``ablation.epochs`` epochs on the profile's schedule, optionally a
   seeded subset of ``ablation.train_per_class`` training images per class; everything else is the
   profile's recipe), and returns its errors.
-- :func:`train_seeds` trains it once per seed of ``ablation.seeds``; :func:`aggregate` gives the
+- :func:`train_seeds` trains it once per seed (:func:`ablation_seeds`); :func:`aggregate` gives the
   mean and sd over the seeds;
 - :func:`table3` / :func:`table2` put our errors beside the paper's, row by row (whether the
   paper's conclusions hold is judged by :mod:`zfnet.findings`).
@@ -167,6 +167,12 @@ def train_variant(
                                                       for k, v in metrics.items()}}
 
 
+def ablation_seeds(cfg: Config) -> list[int]:
+    """The seeds of a variant's ``ablation.seeds`` trainings: ``seed * 1000 + k``, so pipelines run
+    with different ``seed`` train disjoint sets of seeds."""
+    return [cfg.seed * 1000 + k for k in range(cfg.ablation.seeds)]
+
+
 def _train_seed(job: tuple) -> dict:
     """One seed of :func:`train_seeds` in a worker process with ``threads`` CPU threads."""
     cfg, name, prepared, out_dir, state_dir, seed, threads = job
@@ -175,7 +181,7 @@ def _train_seed(job: tuple) -> dict:
 
 
 def train_seeds(cfg: Config, name: str, prepared: str | Path, out_dir: str | Path, state_dir: str | Path) -> list[dict]:
-    """Train variant ``name`` once per seed of ``ablation.seeds`` into ``out_dir/seed-<s>/model.pt``.
+    """Train variant ``name`` once per seed of :func:`ablation_seeds` into ``out_dir/seed-<s>/model.pt``.
 
     ``ablation.workers`` seeds train at once, each in its own process with an equal share of the
     CPU's threads (0: one process per core, at most one per seed): small nets use two
@@ -185,7 +191,7 @@ def train_seeds(cfg: Config, name: str, prepared: str | Path, out_dir: str | Pat
     import multiprocessing as mp
     import os
 
-    seeds = list(cfg.ablation.seeds)
+    seeds = ablation_seeds(cfg)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = min(cfg.ablation.workers or cores, len(seeds))
     jobs = [(cfg, name, prepared, Path(out_dir) / f"seed-{s}", Path(state_dir) / f"seed-{s}", s,

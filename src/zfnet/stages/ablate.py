@@ -1,7 +1,7 @@
 """DVC stage ``ablate@<variant>``: retrain one architecture variant of Table 3 (``python -m zfnet.stages.ablate VARIANT``).
 
 Calls :func:`zfnet.experiments.ablation.train_seeds`: the variant trained once per seed of
-``ablation.seeds``. Out: ``models_ablation/<variant>/seed-<s>/model.pt``. Metrics
+``ablation.seeds`` (seeded ``seed * 1000 + k``). Out: ``models_ablation/<variant>/seed-<s>/model.pt``. Metrics
 ``metrics/ablate/<variant>.json``: mean and sd over the seeds (``val_top1_error_mean``,
 ``val_top1_error_sd``, ...; errors in %) and each seed's metrics (``per_seed``). MLflow: an
 ``ablate@<variant>`` child run with the same metric names for every variant (per epoch with
@@ -26,7 +26,7 @@ def main(cfg: Config, variant: str) -> None:
     import mlflow
 
     from zfnet import tracking
-    from zfnet.experiments.ablation import ablation_config, aggregate, train_seeds
+    from zfnet.experiments.ablation import ablation_config, ablation_seeds, aggregate, train_seeds
     from zfnet.experiments.variants import VARIANTS
 
     if variant not in VARIANTS:
@@ -35,7 +35,7 @@ def main(cfg: Config, variant: str) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     with tracking.stage_run(ablation_config(cfg, variant), "ablate", variant=variant,
-                            setting={"seeds": list(cfg.ablation.seeds)}) as run:  # the params it ran with
+                            setting={"seeds": ablation_seeds(cfg)}) as run:  # the params it ran with
         results = train_seeds(cfg, variant, PREPARED, out_dir, state_dir)
         epoch_log = tracking.EpochLog(run.info.run_id)  # a tracking outage does not stop the stage
         for result in results:

@@ -32,12 +32,13 @@ def main(cfg: Config) -> None:
     a = cfg.ablation
     results = {v: json.loads((METRICS / "ablate" / f"{v}.json").read_text()) for v in a.variants}
     shown = [v for v in FIG6 if v in results]
-    first = {v: MODELS_ABLATION / v / f"seed-{a.seeds[0]}" / "model.pt" for v in shown}
+    seeds = A.ablation_seeds(cfg)
+    first = {v: MODELS_ABLATION / v / f"seed-{seeds[0]}" / "model.pt" for v in shown}
     with tracking.stage_run(cfg, "ablation_report"):
         t3, t2 = A.table3(results), A.table2(results)
         A.filter_comparison({v: load_model(path)[0] for v, path in first.items()}, FIGURES, cfg.viz.dead_ratio)
         filters = {v: A.aggregate([{"seed": s, **_filter_numbers(MODELS_ABLATION / v / f"seed-{s}" / "model.pt",
-                                                                 cfg.viz.dead_ratio)} for s in a.seeds])
+                                                                 cfg.viz.dead_ratio)} for s in seeds])
                    for v in shown}
         A.conv2_views({v: path for v, path in first.items() if v != "no_renorm"}, PREPARED, FIGURES,
                       a.maps, a.max_images or None)
@@ -47,13 +48,13 @@ def main(cfg: Config) -> None:
         any_run = next(iter(results.values()))
         images = f"{a.train_per_class} training images per class" if a.train_per_class else "all training images"
         budget = (f"{a.epochs} epochs on {images} at {any_run['size']} x {any_run['size']} ({any_run['crop']}-pixel "
-                  f"crops), {len(a.seeds)} seeds each, {cfg.train.eval_crops}-crop validation on "
+                  f"crops), {a.seeds} seeds each, {cfg.train.eval_crops}-crop validation on "
                   f"{any_run['val_images']} images")
         (RESULTS / "ablation.md").write_text(_markdown(md3, md2, filters, budget))
         metrics = {
             **{f"{v}_{k}_{stat}": m[f"{k}_{stat}"] for v, m in results.items() for k in A.ERRORS for stat in ("mean", "sd")},
             **{f"filters_{v}_{k}": s[k] for v, s in filters.items() for k in s if k != "seeds"},
-            "seeds": len(a.seeds), "val_images": any_run["val_images"],
+            "seeds": a.seeds, "val_images": any_run["val_images"],
         }
         write_json(METRICS / "ablation.json", metrics)
         mlflow.log_metrics(metrics)

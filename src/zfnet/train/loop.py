@@ -2,8 +2,8 @@
 
 SGD with momentum on sub-crops (the paper's 10 or random) with flips, dropout in fc6/fc7, filter
 RMS renormalisation after every step, the learning rate warmed up and then annealed
-(:mod:`zfnet.train.schedule`), the centre crop evaluated every epoch and the paper's 10-crop
-protocol at every milestone and the last epoch, milestone checkpoints and an atomic resume state
+(:mod:`zfnet.train.schedule`), the centre crop evaluated every ``val_every`` epochs and at every
+milestone, the paper's 10-crop protocol after the last epoch, milestone checkpoints and an atomic resume state
 written every epoch so a ``kill -9`` costs at most one epoch (:class:`~zfnet.train.checkpoint.Checkpointer`).
 
 Under ``torchrun`` (:mod:`zfnet.train.distributed`) the same loop runs data-parallel:
@@ -256,7 +256,7 @@ def fit(
         reported = epoch in t.milestones or epoch == t.epochs
         if reported or (t.val_every and epoch % t.val_every == 0):
             record.update(evaluate(model, val_set, mean, t, device))
-        if t.eval_crops > 1 and reported:
+        if t.eval_crops > 1 and epoch == t.epochs:  # the reported number: the paper's 10 crops
             multi = evaluate(model, val_set, mean, t, device, crops=t.eval_crops)
             record.update({f"{k}_{t.eval_crops}crop": v for k, v in multi.items()})
         record.update(filter_record(model, t.renorm_radius), train_seconds=train_seconds,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from chromium import CHROMIUM, Browser, open_page
-from test_report import DATA_HASH, PARAMS, write_outputs
+from test_report import DATA_HASH, FINDINGS, PARAMS, write_outputs
 
 from zfnet.report.html import Meta, Run, write_report
 
@@ -26,7 +26,7 @@ def report(tmp_path_factory) -> Path:
             Run("b" * 32, "ablate@zfnet", "ablate", "zfnet", "FINISHED", "2026-01-01 00:01:00", "1", "p" * 32)]
     meta = Meta("2026-01-01 00:02:00 UTC", "0" * 40, "default", DATA_HASH, "seed: 0\n", "sqlite:///mlflow.db", "zfnet",
                 runs=runs)
-    write_report(root / "reports", meta, PARAMS, root)
+    write_report(root / "reports", meta, PARAMS, root, findings=FINDINGS)
     return root / "reports" / "index.html"
 
 
@@ -48,6 +48,11 @@ def test_report_loads_with_every_image_and_no_console_error(browser, report):
     assert not broken, f"images that did not load: {broken}"
     sections = browser.evaluate("Array.from(document.querySelectorAll('section[id]'), s => s.id)")
     assert {"contents", "run", "fig2", "table1", "table2-3"} <= set(sections)
+    summary = browser.evaluate("document.getElementById('summary').innerText")
+    assert summary.startswith("1 of 2 claims hold, 0 inconclusive, 1 fail")
+    verdicts = browser.evaluate("Array.from(document.querySelectorAll('#fig7 .verdict .badge, #table1 .verdict .badge'),"
+                                " b => [b.innerText, getComputedStyle(b).backgroundColor])")
+    assert verdicts == [["holds", "rgb(46, 125, 50)"], ["fails", "rgb(198, 40, 40)"]]  # green, red
     assert browser.errors() == []
     browser.screenshot(out / "screenshot.png")
     assert (out / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,24 +44,29 @@ def file_md5(path: Path) -> str:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Training curves (loss and top-1/top-5 error per epoch) as a PNG."""
+    """Training curves as a PNG: loss, top-1/top-5 error (the validation ones every ``val_every``
+    epochs) and the learning rate, per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     df = pd.DataFrame(history)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    val = df.dropna(subset=["val_top1_error"]) if "val_top1_error" in df else df.iloc[:0]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.6))
     ax1.plot(df.epoch, df.train_loss, label="train")
-    ax1.plot(df.epoch, df.val_loss, label="val (centre crop)")
+    ax1.plot(val.epoch, val.val_loss, label="val (centre crop)", marker=".")
     ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax2.plot(df.epoch, df.train_top1_error, label="train top-1")
-    ax2.plot(df.epoch, df.val_top1_error, label="val top-1")
-    ax2.plot(df.epoch, df.val_top5_error, label="val top-5")
+    ax2.plot(val.epoch, val.val_top1_error, label="val top-1", marker=".")
+    ax2.plot(val.epoch, val.val_top5_error, label="val top-5", marker=".")
     ax2.set(xlabel="epoch", ylabel="error (%)", title="error", ylim=(0, 100))
+    ax3.plot(df.epoch, df.lr, color="tab:gray")
+    ax3.set(xlabel="epoch", ylabel="learning rate", title="learning rate", yscale="log")
     for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
         ax.legend()
+    for ax in (ax1, ax2, ax3):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -105,7 +110,7 @@ def train_and_log(cfg: Config) -> None:
         write_json(run_file, {"fingerprint": fingerprint, "run_id": run.info.run_id})
 
         # A resumed run already holds the epochs logged before the crash: log each epoch once.
-        history_of = lambda: mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_top1_error")  # noqa: E731
+        history_of = lambda: mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")  # noqa: E731
         logged = {m.step for m in tracking.retry(history_of, "reading the logged epochs")}
         epoch_log = tracking.EpochLog(run.info.run_id)  # a tracking outage does not stop training
 
@@ -140,7 +145,7 @@ def train_and_log(cfg: Config) -> None:
             "eval_crops": cfg.train.eval_crops,
             "val_loss": round(final[f"val_loss{crops}"], 5),
             "val_top1_error_center_crop": round(final["val_top1_error"], 3),
-            "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history), 3),
+            "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history if "val_top1_error" in r), 3),
             "chance_top1_error": round(chance, 3),
             "val_images": len(val_set),
             "final_lr_over_peak": round(final["lr"] / cfg.train.lr, 5),

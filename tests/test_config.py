@@ -55,7 +55,7 @@ def test_group_overrides_compose():
         ("train.lr", "fast", "train.lr"),
         ("train.bogus", 1, "train.bogus"),
         ("train.milestones", [1, 2, 99], "train.milestones[2]"),
-        ("train.crop", 100, "train.crop"),
+        ("train.crop", 200, "train.crop"),  # larger than preprocess.size (128)
         ("model.arch", "vgg", "model.arch"),
         ("model.remove", ["conv1"], "model.remove"),
         ("model.widths", [1, 2, 3], "model.widths"),

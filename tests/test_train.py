@@ -61,7 +61,8 @@ def test_fit_writes_milestones_and_history(prepared):
                  progress=False)
     assert [r["epoch"] for r in seen] == [1, 2, 3]
     assert {"train_loss", "train_top1_error", "val_top1_error", "val_top5_error", "lr"} <= set(seen[0])
-    assert "val_top1_error_10crop" in seen[0] and "val_top1_error_10crop" in seen[2]
+    assert "val_top1_error_10crop" not in seen[0] and "val_top1_error_10crop" in seen[2]  # 10 crops: the last epoch
+    assert all("val_top1_error" in r for r in seen)  # centre crop: every milestone (and every val_every epochs)
     assert sorted(p.name for p in (prepared / "a/out/milestones").iterdir()) == [
         "epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
     model, ckpt = load_model(prepared / "a/out/model.pt")
@@ -162,5 +163,5 @@ def test_train_stage_resumes_after_kill_9(prepared, tmp_path):
     runs = [r for r in client.search_runs([client.get_experiment_by_name("zfnet").experiment_id])
             if r.data.tags.get("stage") == "train"]
     assert len(runs) == 1, "the resumed stage continues the crashed MLflow run"
-    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1_error")]
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")]  # logged once per epoch (validation: every val_every)
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]

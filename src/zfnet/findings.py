@@ -163,8 +163,8 @@ def _rotation(m: Metrics) -> Verdict:
     up, sym = m("analyze", "invariance_rotation_prob_upright"), m("analyze", "invariance_rotation_prob_symmetric")
     se = math.hypot(m("analyze", "invariance_rotation_prob_upright_se"), m("analyze", "invariance_rotation_prob_symmetric_se"))
     what = (f"P(true class) at rotations of 60-300 degrees: {up:.2f} for upright classes "
-            f"({m('analyze', 'invariance_rotation_images_upright')} images), {sym:.2f} for rotation-symmetric ones "
-            f"({m('analyze', 'invariance_rotation_images_symmetric')}); symmetric minus upright")
+            f"({int(m('analyze', 'invariance_rotation_images_upright'))} images), {sym:.2f} for rotation-symmetric ones "
+            f"({int(m('analyze', 'invariance_rotation_images_symmetric'))}); symmetric minus upright")
     return compare(sym - up, se, what)
 
 
@@ -213,7 +213,7 @@ def _projection(m: Metrics) -> Verdict:
     corr, se = m("analyze", "occlusion_projection_corr_mean"), m("analyze", "occlusion_projection_corr_se")
     return compare(corr, se, f"correlation over occluder positions between the drop of the strongest conv5 map's activity "
                              f"and how much of its projection the square covers: {corr:.2f} (mean over "
-                             f"{m('analyze', 'occlusion_images')} images)")
+                             f"{int(m('analyze', 'occlusion_images'))} images)")
 
 
 # --- Table 1 --------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def _projection(m: Metrics) -> Verdict:
 def _correspondence5(m: Metrics) -> Verdict:
     gap, se = m("analyze", "correspondence_gap_layer5_mean"), m("analyze", "correspondence_gap_layer5_se")
     return compare(gap, se, f"layer 5: Delta of random masks minus Delta of the parts, {gap:.3f} (mean over "
-                            f"{m('analyze', 'correspondence_sets')} sets)")
+                            f"{int(m('analyze', 'correspondence_sets'))} sets)")
 
 
 def _correspondence7(m: Metrics) -> Verdict:

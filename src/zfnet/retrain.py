@@ -40,7 +40,9 @@ from typing import Iterator
 
 
 from zfnet.config import Config, load_params
-from zfnet.stages.common import MODELS, PREPARED, write_json
+from zfnet.errors import first_line
+from zfnet.io import write_json
+from zfnet.paths import MODELS, PREPARED
 from zfnet.stages.train import file_md5
 
 LOCK = Path(".zfnet/retrain.lock")
@@ -195,7 +197,7 @@ def retrain(overrides: list[str] | None = None) -> dict:
                      env={**os.environ, "ZFNET_PARENT_RUN_ID": run_id})
             report.update(_register_and_compare(client, cfg, exp_id, run_id))
         except BaseException as exc:
-            report.update(decision="failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            report.update(decision="failed", error=first_line(exc))
             client.set_tag(run_id, "retrain.decision", "failed")
             client.set_terminated(run_id, "FAILED")
             write_json(REPORTS / f"{stamp}.json", report)

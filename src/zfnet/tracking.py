@@ -35,6 +35,8 @@ except ImportError:  # Windows: no flock; concurrent first use of a new SQLite s
     fcntl = None  # type: ignore[assignment]
 
 from zfnet.config import Config, flatten, to_dict
+from zfnet.errors import first_line
+from zfnet.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +128,8 @@ def _create_sqlite_store(path: Path) -> None:
     """An MLflow SQLite store with all its tables at ``path``, which appears only when complete."""
     import mlflow
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
+    with atomic_path(path) as tmp:
         mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp.resolve()}").search_experiments(max_results=1)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def connect(cfg: Config | None = None) -> str:
@@ -145,13 +142,8 @@ def connect(cfg: Config | None = None) -> str:
         with _one_http_try(), _sqlite_lock(uri):  # the first client creates the tables: one process at a time
             mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # unreachable server, bad credentials, unwritable SQLite file
-        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {_first_line(exc)}") from None
+        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {first_line(exc)}") from None
     return uri
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -209,9 +201,9 @@ def retry(call: Callable[[], T], what: str, tries: int | None = None, timeout: i
             if attempt == tries:
                 raise TrackingError(
                     f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {what} failed "
-                    f"{tries} time(s), last: {_first_line(exc)}"
+                    f"{tries} time(s), last: {first_line(exc)}"
                 ) from None
-            log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, _first_line(exc), attempt + 1,
+            log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, first_line(exc), attempt + 1,
                         tries, delay)
             time.sleep(delay)
             delay = min(2 * delay, MAX_DELAY)

@@ -15,7 +15,6 @@ the split.
 from __future__ import annotations
 
 import csv
-import json
 import multiprocessing
 import os
 from collections import deque
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from zfnet.data.imagenet import Sample, count_split, iter_split, read_classes
 from zfnet.data.images import BadImage, load_rgb, map_box, resize_center_crop
 from zfnet.data.shards import FORMAT, ShardError
+from zfnet.io import write_json
 
 SPLITS = ("train", "val")
 _Job = tuple[str, Optional[tuple[float, float, float, float]], int, Optional[int]]  # path, box, S, max_pixels
@@ -83,12 +83,6 @@ def _remove_stale(out_dir: Path) -> None:
     (out_dir / "manifest.json").unlink(missing_ok=True)
     for stale in [*out_dir.glob("shard-*.npy"), out_dir / "index.csv", out_dir / "skipped.csv", out_dir / "mean.npy"]:
         stale.unlink(missing_ok=True)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def preprocess_split(
@@ -188,7 +182,7 @@ def preprocess_split(
         "shards": shards,
         "mean": "mean.npy" if mean else None,
     }
-    _write_json_atomic(out_dir / "manifest.json", manifest)
+    write_json(out_dir / "manifest.json", manifest, sort_keys=False)
     return manifest
 
 

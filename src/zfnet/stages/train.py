@@ -26,7 +26,9 @@ import torch
 
 from zfnet.config import Config
 from zfnet.data.shards import ShardDataset, data_id, load_mean
-from zfnet.stages.common import METRICS, MODELS, PLOTS, PREPARED, STATE, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import METRICS, MODELS, PLOTS, PREPARED, STATE
+from zfnet.stages.common import run_stage
 from zfnet.train import distributed
 from zfnet.train.checkpoint import RESUME_FILE
 from zfnet.train.loop import config_fingerprint, fit
@@ -45,10 +47,7 @@ def file_md5(path: Path) -> str:
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Training curves (loss and top-1/top-5 error per epoch) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from zfnet.plotting import plt, save
 
     df = pd.DataFrame(history)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -62,9 +61,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def main(cfg: Config) -> None:

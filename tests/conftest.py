@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_SHARD = 64  # images per shard of the tests' prepared data
 
 
 def pytest_addoption(parser):
@@ -49,6 +51,45 @@ def make_project(dest: Path, overrides: list[str] | None = None) -> tuple[Path, 
 
     copy_project(REPO, dest, overrides)
     return dest, clean_env()
+
+
+def tiny_raw(*overrides: str) -> dict:
+    """The tiny profile (``conf/experiment/tiny.yaml``) composed with Hydra ``overrides``, as the tests
+    train it: on one CPU thread, without logging the model to MLflow."""
+    from zfnet.config import compose
+
+    return compose(["experiment=tiny", "train.threads=1", "tracking.log_model=false", *overrides], REPO / "conf")
+
+
+def prepare_data(raw: dict, out: Path) -> Path:
+    """``out/raw`` from the real generator and ``out/prepared`` from the real preprocessing (shards of
+    :data:`TINY_SHARD` images, one process) for the data settings of ``raw``; returns ``out/prepared``."""
+    from zfnet.config import from_dict
+    from zfnet.data.preprocess import preprocess
+    from zfnet.data.synthetic import write_imagenet
+
+    cfg = from_dict(raw)
+    write_imagenet(out / "raw", cfg.data.synthetic, progress=False)
+    preprocess(out / "raw", out / "prepared", cfg.preprocess.size, TINY_SHARD, 1, progress=False)
+    return out / "prepared"
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """``data/prepared`` of the tiny profile, made once per session; tests read it, and copy it
+    (:func:`tiny_project`) to run stages on."""
+    return prepare_data(tiny_raw(), tmp_path_factory.mktemp("tiny-data"))
+
+
+def tiny_project(root: Path, prepared: Path, raw: dict | None = None) -> Path:
+    """A project folder as the stages see it: ``root/data/prepared`` (a copy of ``prepared``) and,
+    given ``raw``, ``root/params.yaml``; returns ``root``."""
+    import yaml
+
+    shutil.copytree(prepared, root / "data/prepared")
+    if raw is not None:
+        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return root
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@
   it: ``transfer@caltech101`` for its runs ``transfer@caltech101-15``, ``-30``...), ``git_commit``,
   ``dvc_exp_name``, ``data_hash``, the flattened params and ``params.yaml`` as an artifact.
 - Outages: a store that cannot be used at a stage's start stops it at once (:func:`connect`);
-  a failure later is retried with backoff (:func:`retry`), and per-epoch metrics survive a longer
+  a failure later is retried with backoff (:func:`retry`, on ``tenacity``), and per-epoch metrics survive a longer
   outage (:class:`EpochLog`): training goes on and they are sent when the store is back.
   ``ZFNET_TRACKING_TRIES`` (default 5) and ``ZFNET_TRACKING_DELAY`` (seconds, default 2, doubled
   after each failure) set the schedule.
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+import tenacity
 import yaml
 
 try:
@@ -193,20 +194,24 @@ def retry(call: Callable[[], T], what: str, tries: int | None = None, timeout: i
 
     default_tries, delay = _schedule()
     tries = default_tries if tries is None else tries
-    for attempt in range(1, tries + 1):
-        try:
-            with _one_http_try(timeout):
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, first_line(state.outcome.exception()),
+                    state.attempt_number + 1, tries, state.next_action.sleep)
+
+    # a refused connection, HTTP 5xx, "database is locked", a timeout: any Exception is retried
+    schedule = tenacity.Retrying(stop=tenacity.stop_after_attempt(tries), before_sleep=warn,
+                                 wait=tenacity.wait_exponential(multiplier=delay, max=MAX_DELAY),
+                                 retry=tenacity.retry_if_exception_type(Exception))
+    try:
+        for attempt in schedule:
+            with attempt, _one_http_try(timeout):
                 return call()
-        except Exception as exc:  # a refused connection, HTTP 5xx, "database is locked", a timeout
-            if attempt == tries:
-                raise TrackingError(
-                    f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {what} failed "
-                    f"{tries} time(s), last: {first_line(exc)}"
-                ) from None
-            log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, first_line(exc), attempt + 1,
-                        tries, delay)
-            time.sleep(delay)
-            delay = min(2 * delay, MAX_DELAY)
+    except tenacity.RetryError as exc:
+        raise TrackingError(
+            f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {what} failed "
+            f"{tries} time(s), last: {first_line(exc.last_attempt.exception())}"
+        ) from None
     raise AssertionError("unreachable")
 
 

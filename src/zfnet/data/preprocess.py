@@ -162,13 +162,19 @@ def preprocess_split(
                 filled = 0
         if filled:
             flush()
+    return _finish(out_dir, size, classes, shards, found, skipped, pixel_sum if mean else None)
 
+
+def _finish(out_dir: Path, size: int, classes: Sequence[tuple[str, str]], shards: list[dict], found: int,
+            skipped: int, pixel_sum: np.ndarray | None) -> dict:
+    """Check the split's counts, write ``mean.npy`` (given the training split's ``pixel_sum``) and,
+    last, ``manifest.json``; return the manifest."""
     count = sum(shard["count"] for shard in shards)
     if count == 0:
         raise ShardError(f"{out_dir}: none of the {found} images found could be decoded (see skipped.csv)")
     if found != count + skipped:
         raise ShardError(f"{out_dir}: found {found} != written {count} + skipped {skipped}")
-    if mean:
+    if pixel_sum is not None:
         np.save(out_dir / "mean.npy", (pixel_sum / count).astype(np.float32))
     manifest = {
         "format": FORMAT,
@@ -180,7 +186,7 @@ def preprocess_split(
         "classes": [wnid for wnid, _ in classes],
         "class_names": [name for _, name in classes],
         "shards": shards,
-        "mean": "mean.npy" if mean else None,
+        "mean": "mean.npy" if pixel_sum is not None else None,
     }
     write_json(out_dir / "manifest.json", manifest, sort_keys=False)
     return manifest

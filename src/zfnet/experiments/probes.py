@@ -62,15 +62,16 @@ def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], c
 def depth_trend(result: dict) -> dict:
     """Does accuracy grow with depth? ``result`` as returned by :func:`probe` (layers bottom to top).
 
-    Returns ``{"spearman": rank correlation of depth and accuracy (1 = strictly growing),
+    Returns ``{"spearman": rank correlation of depth and accuracy (1 = strictly growing; layers of
+    equal accuracy share their mean rank, ``scipy.stats.spearmanr``; 0 when all are equal),
     "increases": fraction of consecutive layer pairs where accuracy grows, "best_layer": name,
     "top_minus_bottom": accuracy of the top layer minus the bottom one (points)}``.
     """
+    from scipy.stats import spearmanr
+
     layers = list(result)
     acc = np.array([result[layer]["accuracy"] for layer in layers])
-    ranks = acc.argsort().argsort().astype(float)
-    depth = np.arange(len(acc), dtype=float)
-    rho = float(np.corrcoef(depth, ranks)[0, 1]) if len(acc) > 1 and ranks.std() > 0 else 0.0
+    rho = float(spearmanr(np.arange(len(acc)), acc).statistic) if len(acc) > 1 and acc.std() > 0 else 0.0
     return {
         "spearman": rho,
         "increases": float(np.mean(np.diff(acc) > 0)) if len(acc) > 1 else 0.0,

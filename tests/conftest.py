@@ -98,6 +98,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A sitecustomize that records, per process, each zfnet module it imports as a JSON line
+# ``[sys.argv[0], module]`` in ``$ZFNET_TEST_IMPORTS/<pid>.jsonl`` (an audit hook sees every import;
+# spawned workers carry their parent's argv by then): what each pipeline stage really loads.
+IMPORT_RECORDER = """
+import json, os, sys
+_out = os.environ.get("ZFNET_TEST_IMPORTS")
+
+def _record(event, args):
+    if event == "import" and (args[0] == "zfnet" or args[0].startswith("zfnet.")):
+        with open(os.path.join(_out, f"{os.getpid()}.jsonl"), "a") as fh:
+            fh.write(json.dumps([sys.argv[0] if sys.argv else "", args[0]]) + "\\n")
+
+if _out:
+    sys.addaudithook(_record)
+"""
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
     """``(root, env, ui, stdout)``: the tiny profile's whole ``dvc repro``, run once per session out of
@@ -105,9 +122,16 @@ def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
 
     ``report.mlflow_ui`` names ``ui`` (a free localhost port), where a test may serve that store with
     ``mlflow server`` and check the report's links. Tests that change the project work on a copy.
+    The zfnet modules each process imports are recorded in ``<root>/../imports/`` (:data:`IMPORT_RECORDER`).
     """
     ui = f"http://127.0.0.1:{free_port()}"
-    root, env = make_project(tmp_path_factory.mktemp("e2e") / "project", ["experiment=tiny", f"report.mlflow_ui='{ui}'"])
+    base = tmp_path_factory.mktemp("e2e")
+    root, env = make_project(base / "project", ["experiment=tiny", f"report.mlflow_ui='{ui}'"])
+    (base / "recorder").mkdir()
+    (base / "recorder" / "sitecustomize.py").write_text(IMPORT_RECORDER)
+    (base / "imports").mkdir()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(base / "recorder"), env.get("PYTHONPATH")]))
+    env["ZFNET_TEST_IMPORTS"] = str(base / "imports")
     proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return root, env, ui, proc.stdout

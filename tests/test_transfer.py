@@ -37,11 +37,11 @@ def data_root(tmp_path_factory) -> Path:
 
 def make_setup(**transfer_overrides) -> transfer.Setup:
     torch.manual_seed(0)
-    model = build(TINY_MODEL, 5, CROP).eval()
+    model = build(TINY_MODEL, 5, CROP, input_scale=1 / 64).eval()
     settings = dict(splits=2, scratch_splits=1, scratch_steps=3, scratch_batch_size=8, test_per_class=3, max_iter=30)
     t = TransferConfig(**{**settings, **transfer_overrides})
     train = TrainConfig(crop=CROP, init="kaiming", lr=0.01, input_scale=1 / 64)
-    return transfer.Setup(model, torch.full((3, SIZE, SIZE), 120.0), 1 / 64, TINY_MODEL, train, t, seed=0)
+    return transfer.Setup(model, torch.full((3, SIZE, SIZE), 120.0), TINY_MODEL, train, t, seed=0)
 
 
 def test_average_precision_is_the_voc_all_points_area():
@@ -106,8 +106,8 @@ def test_fit_softmax_minimises_scikit_learns_logistic_regression_objective():
 def test_features_are_the_block_outputs_and_hooks_are_removed():
     s = make_setup()
     images = torch.randint(0, 256, (5, 3, SIZE, SIZE), dtype=torch.uint8)
-    feats = features(s.model, images, s.mean, s.input_scale, ["conv1", "conv5", "fc7"], batch_size=2)
-    x = normalize(center_crop(images, CROP), center_crop(s.mean, CROP), s.input_scale)
+    feats = features(s.model, images, s.mean, ["conv1", "conv5", "fc7"], batch_size=2)
+    x = normalize(center_crop(images, CROP), center_crop(s.mean, CROP), 1 / 64)  # the model's input_scale
     with torch.no_grad():
         conv5 = s.model.features(x)
         fc7 = s.model.classifier[:-1](conv5)  # flatten, fc6, fc7 (eval: no dropout)
@@ -124,7 +124,7 @@ def test_scratch_training_uses_the_recipe():
     assert not net.training and net.num_classes == 3 and mean.shape == (3, SIZE, SIZE)
     rms = [m.weight.pow(2).mean(dim=(1, 2, 3)).sqrt().max() for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert max(rms) <= s.train_cfg.renorm_radius + 1e-6  # filter renormalisation after every step
-    assert logits(net, images, mean, s.train_cfg.input_scale).shape == (12, 3)
+    assert logits(net, images, mean).shape == (12, 3) and net.input_scale == s.train_cfg.input_scale
 
 
 def test_caltech_rows_tables_and_fig9(data_root, tmp_path):

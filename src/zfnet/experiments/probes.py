@@ -43,7 +43,7 @@ def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], c
     crops = crops or load_crops([x.path for x in data.samples], s.mean.shape[-1])
     labels = np.array(data.labels())[crops.kept]
     y = torch.from_numpy(labels).long()
-    feats = features(s.model, crops.images, s.mean, s.input_scale, layers, t.batch_size, s.device)
+    feats = features(s.model, crops.images, s.mean, layers, t.batch_size, s.device)
     scores: dict[str, list[float]] = {layer: [] for layer in layers}
     for split in range(t.splits):
         tr, te = class_split(labels, n_train, t.test_per_class, s.seed, split)

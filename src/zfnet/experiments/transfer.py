@@ -62,9 +62,8 @@ log = logging.getLogger(__name__)
 class Setup:
     """What a transfer experiment needs besides the data: the trained model and the settings."""
 
-    model: ConvNet  # the trained model (layers 1-7 used, frozen), input crop model.input_size
+    model: ConvNet  # the trained model (layers 1-7 used, frozen), input crop model.input_size, scale model.input_scale
     mean: torch.Tensor  # its per-pixel mean (3, S, S) in 0..255 units; S is the preprocessing size
-    input_scale: float
     model_cfg: ModelConfig  # its architecture, trained from scratch for the "scratch" rows
     train_cfg: TrainConfig  # the recipe used from scratch
     transfer: TransferConfig  # splits, counts, softmax and scratch settings
@@ -79,8 +78,8 @@ def setup(checkpoint: str | Path, transfer: TransferConfig, train: TrainConfig, 
     from zfnet.train.runtime import resolve_device
 
     model, ckpt = load_model(checkpoint)
-    return Setup(model, ckpt["mean"].float(), float(ckpt.get("input_scale", 1.0)), ModelConfig(**ckpt["model_config"]),
-                 train, transfer, seed, resolve_device(transfer.device))
+    return Setup(model, ckpt["mean"].float(), ModelConfig(**ckpt["model_config"]), train, transfer, seed,
+                 resolve_device(transfer.device))
 
 
 def class_split(labels: np.ndarray, n_train: int, test_per_class: int, seed: int, split: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +146,7 @@ def caltech(setup: Setup, data: Categories, counts: Sequence[int], crops: Crops 
     crops = crops or load_crops([x.path for x in data.samples], s.mean.shape[-1])
     labels = np.array(data.labels())[crops.kept]
     y = torch.from_numpy(labels).long()
-    feats = features(s.model, crops.images, s.mean, s.input_scale, ["fc7"], t.batch_size, s.device)["fc7"]
+    feats = features(s.model, crops.images, s.mean, ["fc7"], t.batch_size, s.device)["fc7"]
     rows = []
     for n in counts:
         pretrained, scratch = [], []
@@ -159,7 +158,7 @@ def caltech(setup: Setup, data: Categories, counts: Sequence[int], crops: Crops 
             if split < t.scratch_splits:
                 net, mean = train_scratch(s.model_cfg, s.train_cfg, crops.images[tr], y[tr], len(data.classes),
                                           s.model.input_size, t.scratch_steps, t.scratch_batch_size, s.seed + split, s.device)
-                scores = logits(net, crops.images[te], mean, s.train_cfg.input_scale, t.batch_size, s.device)
+                scores = logits(net, crops.images[te], mean, t.batch_size, s.device)
                 scratch.append(mean_class_accuracy(scores.argmax(1), labels[te]))
             log.info("n=%d split %d: pretrained %.1f%%%s", n, split, pretrained[-1],
                      f", scratch {scratch[-1]:.1f}%" if split < t.scratch_splits else "")
@@ -188,7 +187,7 @@ def voc(setup: Setup, train_paths: Sequence[Path], train_targets: np.ndarray, te
     y_test = test_targets[test.kept]
 
     def mean_fc7(views: torch.Tensor) -> torch.Tensor:  # (V, N, 3, S, S) -> mean over views of fc7, (N, D)
-        return torch.stack([features(s.model, v, s.mean, s.input_scale, ["fc7"], t.batch_size, s.device)["fc7"]
+        return torch.stack([features(s.model, v, s.mean, ["fc7"], t.batch_size, s.device)["fc7"]
                             for v in views]).mean(0)
 
     clf = fit_softmax(mean_fc7(train.images), y_train, len(classes), t.l2, t.max_iter)
@@ -199,7 +198,7 @@ def voc(setup: Setup, train_paths: Sequence[Path], train_targets: np.ndarray, te
         views = train.images.shape[0]
         net, mean = train_scratch(s.model_cfg, s.train_cfg, train.images.flatten(0, 1), y_train.repeat(views, 1),
                                   len(classes), s.model.input_size, t.scratch_steps, t.scratch_batch_size, s.seed, s.device)
-        scores = torch.stack([logits(net, v, mean, s.train_cfg.input_scale, t.batch_size, s.device)
+        scores = torch.stack([logits(net, v, mean, t.batch_size, s.device)
                               for v in test.images]).mean(0).numpy()
         results["scratch"] = _aps(scores, y_test, classes)
         results["pretrained"]["map_minus_scratch_se"] = map_difference_se(pretrained, scores, y_test, s.seed)

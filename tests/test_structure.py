@@ -77,12 +77,21 @@ def imported_modules(node: ast.Import | ast.ImportFrom, importer: str) -> set[st
     return {m for m in loaded if m in MODULES and (m not in ancestors or m in needed)}
 
 
+def all_imports(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement that can run: at module level or inside functions, not under ``if TYPE_CHECKING``."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [node]
+    if isinstance(node, ast.If) and _is_type_checking(node):
+        return [n for child in node.orelse for n in all_imports(child)]
+    return [n for child in ast.iter_child_nodes(node) for n in all_imports(child)]
+
+
 def import_graph(top_level_only: bool) -> dict[str, set[str]]:
+    """``{module: the zfnet modules its imports load}``, at import time only or also inside functions."""
     graph = {}
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text())
-        nodes = top_level_imports(tree) if top_level_only else [
-            n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        nodes = top_level_imports(tree) if top_level_only else all_imports(tree)
         graph[name] = set().union(*(imported_modules(n, name) for n in nodes)) - {name}
     return graph
 

@@ -161,8 +161,8 @@ def test_probes_cover_each_layer_and_the_trend():
     assert trend["top_minus_bottom"] == 30.0 and 0 < trend["spearman"] < 1
     assert probes.depth_trend({k: {"accuracy": float(i)} for i, k in enumerate(root_rows)})["spearman"] == pytest.approx(1.0)
     # a tie shares its mean rank: ranks 1, 2.5, 2.5, 4 against depths 1..4
-    tied = probes.depth_trend({"conv1": {"accuracy": 10.0}, "conv2": {"accuracy": 20.0}, "conv5": {"accuracy": 20.0},
-                               "fc7": {"accuracy": 30.0}})
+    tied = probes.depth_trend({"conv1": {"accuracy": 10.0}, "conv2": {"accuracy": 100 * (0.1 + 0.2) / 1.5},
+                               "conv5": {"accuracy": 100 * 0.3 / 1.5}, "fc7": {"accuracy": 30.0}})  # 20, but for rounding
     assert tied["spearman"] == pytest.approx(np.corrcoef([1, 2, 3, 4], [1, 2.5, 2.5, 4])[0, 1])
     assert probes.depth_trend({"conv1": {"accuracy": 5.0}, "fc7": {"accuracy": 5.0}})["spearman"] == 0.0
     table = probes.probe_table({"caltech256": {"conv1": {"accuracy": 1.0, "accuracy_std": 0.0, "runs": 1, "dims": 9}}},

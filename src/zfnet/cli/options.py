@@ -1,6 +1,7 @@
 """What the ``zfnet`` subcommands share for their options: checked number types, options that
-mirror a config field (its default and key from :mod:`zfnet.config`, one source of truth), and the
-new output folder a hand-run command writes to unless ``--out`` says otherwise.
+mirror a config field (its default and key from :mod:`zfnet.config`, one source of truth), the
+config composed from ``conf/`` and overrides with the stages' checks (:func:`composed_config`), and
+the new output folder a hand-run command writes to unless ``--out`` says otherwise.
 
 A bad value is refused where it is parsed, in one line (``zfnet occlude: error: argument
 --patch: must be > 0, got 0``); values that depend on the checkpoint (a layer the model has, a

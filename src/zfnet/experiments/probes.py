@@ -63,7 +63,8 @@ def depth_trend(result: dict) -> dict:
     """Does accuracy grow with depth? ``result`` as returned by :func:`probe` (layers bottom to top).
 
     Returns ``{"spearman": rank correlation of depth and accuracy (1 = strictly growing; layers of
-    equal accuracy share their mean rank, ``scipy.stats.spearmanr``; 0 when all are equal),
+    equal accuracy, to 1e-6 points so that floating-point rounding never decides, share their mean
+    rank: ``scipy.stats.spearmanr``; 0 when all are equal),
     "increases": fraction of consecutive layer pairs where accuracy grows, "best_layer": name,
     "top_minus_bottom": accuracy of the top layer minus the bottom one (points)}``.
     """
@@ -71,7 +72,8 @@ def depth_trend(result: dict) -> dict:
 
     layers = list(result)
     acc = np.array([result[layer]["accuracy"] for layer in layers])
-    rho = float(spearmanr(np.arange(len(acc)), acc).statistic) if len(acc) > 1 and acc.std() > 0 else 0.0
+    tied = acc.round(6)
+    rho = float(spearmanr(np.arange(len(acc)), tied).statistic) if len(acc) > 1 and tied.std() > 0 else 0.0
     return {
         "spearman": rho,
         "increases": float(np.mean(np.diff(acc) > 0)) if len(acc) > 1 else 0.0,

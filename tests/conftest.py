@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_SHARD = 64  # images per shard of the tests' prepared data
 
 
 def pytest_addoption(parser):
@@ -51,10 +53,66 @@ def make_project(dest: Path, overrides: list[str] | None = None) -> tuple[Path, 
     return dest, clean_env()
 
 
+def tiny_raw(*overrides: str) -> dict:
+    """The tiny profile (``conf/experiment/tiny.yaml``) composed with Hydra ``overrides``, as the tests
+    train it: on one CPU thread, without logging the model to MLflow."""
+    from zfnet.config import compose
+
+    return compose(["experiment=tiny", "train.threads=1", "tracking.log_model=false", *overrides], REPO / "conf")
+
+
+def prepare_data(raw: dict, out: Path) -> Path:
+    """``out/raw`` from the real generator and ``out/prepared`` from the real preprocessing (shards of
+    :data:`TINY_SHARD` images, one process) for the data settings of ``raw``; returns ``out/prepared``."""
+    from zfnet.config import from_dict
+    from zfnet.data.preprocess import preprocess
+    from zfnet.data.synthetic import write_imagenet
+
+    cfg = from_dict(raw)
+    write_imagenet(out / "raw", cfg.data.synthetic, progress=False)
+    preprocess(out / "raw", out / "prepared", cfg.preprocess.size, TINY_SHARD, 1, progress=False)
+    return out / "prepared"
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """``data/prepared`` of the tiny profile, made once per session; tests read it, and copy it
+    (:func:`tiny_project`) to run stages on."""
+    return prepare_data(tiny_raw(), tmp_path_factory.mktemp("tiny-data"))
+
+
+def tiny_project(root: Path, prepared: Path, raw: dict | None = None) -> Path:
+    """A project folder as the stages see it: ``root/data/prepared`` (a copy of ``prepared``) and,
+    given ``raw``, ``root/params.yaml``; returns ``root``."""
+    import yaml
+
+    shutil.copytree(prepared, root / "data/prepared")
+    if raw is not None:
+        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# A sitecustomize that records, per process, each zfnet module it imports as a JSON line
+# ``[sys.argv[0], module]`` in ``$ZFNET_TEST_IMPORTS/<pid>.jsonl`` (an audit hook sees every import;
+# spawned workers carry their parent's argv by then): what each pipeline stage really loads.
+IMPORT_RECORDER = """
+import json, os, sys
+_out = os.environ.get("ZFNET_TEST_IMPORTS")
+
+def _record(event, args):
+    if event == "import" and (args[0] == "zfnet" or args[0].startswith("zfnet.")):
+        with open(os.path.join(_out, f"{os.getpid()}.jsonl"), "a") as fh:
+            fh.write(json.dumps([sys.argv[0] if sys.argv else "", args[0]]) + "\\n")
+
+if _out:
+    sys.addaudithook(_record)
+"""
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +122,16 @@ def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
 
     ``report.mlflow_ui`` names ``ui`` (a free localhost port), where a test may serve that store with
     ``mlflow server`` and check the report's links. Tests that change the project work on a copy.
+    The zfnet modules each process imports are recorded in ``<root>/../imports/`` (:data:`IMPORT_RECORDER`).
     """
     ui = f"http://127.0.0.1:{free_port()}"
-    root, env = make_project(tmp_path_factory.mktemp("e2e") / "project", ["experiment=tiny", f"report.mlflow_ui='{ui}'"])
+    base = tmp_path_factory.mktemp("e2e")
+    root, env = make_project(base / "project", ["experiment=tiny", f"report.mlflow_ui='{ui}'"])
+    (base / "recorder").mkdir()
+    (base / "recorder" / "sitecustomize.py").write_text(IMPORT_RECORDER)
+    (base / "imports").mkdir()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(base / "recorder"), env.get("PYTHONPATH")]))
+    env["ZFNET_TEST_IMPORTS"] = str(base / "imports")
     proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return root, env, ui, proc.stdout

@@ -10,37 +10,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import make_project
+from conftest import make_project, tiny_project, tiny_raw
 from zfnet.config import ConfigError, compose, from_dict
-from zfnet.data.preprocess import preprocess
-from zfnet.data.synthetic import write_imagenet
 from zfnet.experiments import ablation as A
-from zfnet.experiments.variants import VARIANTS, hydra_overrides, variant_config, variant_overrides
+from zfnet.experiments import ablation_report as R
+from zfnet.experiments.variants import VARIANTS, check_variants, hydra_overrides, variant_config, variant_overrides
 from zfnet.models import build
 from zfnet.train.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_raw(variants=("zfnet", "krizhevsky", "no_renorm")) -> dict:
-    raw = compose(["experiment=tiny"], REPO / "conf")
-    raw["train"]["threads"] = 1
-    raw["tracking"]["log_model"] = False
-    raw["ablation"]["variants"] = list(variants)
-    return raw
+def ablation_raw(variants=("zfnet", "krizhevsky", "no_renorm")) -> dict:
+    """The tests' tiny profile with these ablation variants."""
+    return tiny_raw(f"ablation.variants=[{','.join(variants)}]")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A tiny project folder: data/prepared from the real generator and preprocessing, and params.yaml."""
-    root = tmp_path_factory.mktemp("ablation")
-    cfg = from_dict(tiny_raw())
-    write_imagenet(root / "data/raw/imagenet", cfg.data.synthetic, progress=False)
-    preprocess(root / "data/raw/imagenet", root / "data/prepared", cfg.preprocess.size, 64, 1, progress=False)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
-    return root
+def project(tmp_path_factory, tiny_prepared) -> Path:
+    """A tiny project folder: the tiny profile's prepared data and params.yaml."""
+    return tiny_project(tmp_path_factory.mktemp("ablation"), tiny_prepared, ablation_raw())
 
 
 def test_each_variant_changes_what_its_name_says():
@@ -61,7 +51,7 @@ def test_each_variant_changes_what_its_name_says():
 
 
 def test_krizhevsky_on_crops_too_small_for_11x11_stride_4_uses_the_whole_image():
-    cfg = from_dict(tiny_raw())  # 56-pixel crops of 64-pixel images
+    cfg = from_dict(ablation_raw())  # 56-pixel crops of 64-pixel images
     changes = variant_overrides(cfg, "krizhevsky")
     assert changes["train.crop"] == 64
     with pytest.raises(RuntimeError):
@@ -79,12 +69,12 @@ def test_hydra_overrides_compose_to_the_variant(name):
 
 
 def test_ablation_config_is_validated():
-    raw = tiny_raw(variants=("zfnet", "no_layer9"))
-    with pytest.raises(ConfigError, match=r"ablation\.variants\[1\]: .*'no_layer9'"):
-        from_dict(raw)
+    cfg = from_dict(ablation_raw(variants=("zfnet", "no_layer9")))  # the schema alone: a list of names
+    with pytest.raises(ConfigError, match=r"^params: ablation\.variants\[1\]: must be one of \['zfnet', .*got 'no_layer9'$"):
+        check_variants(cfg, "params")
     with pytest.raises(ConfigError, match="ablation.variants: lists a variant twice"):
-        from_dict(tiny_raw(variants=("zfnet", "zfnet")))
-    raw = tiny_raw()
+        from_dict(ablation_raw(variants=("zfnet", "zfnet")))
+    raw = ablation_raw()
     raw["ablation"]["epochs"] = 0
     with pytest.raises(ConfigError, match="ablation.epochs: must be > 0"):
         from_dict(raw)
@@ -104,7 +94,7 @@ def test_aggregate_gives_mean_and_sd_over_seeds_and_keeps_equal_counts():
                 {"seed": 1, "val_top1_error": 30.0, "val_images": 100, "epochs": 3, "dominance": 1.5}]
     out = A.aggregate(per_seed)
     assert out["seeds"] == [0, 1] and out["val_images"] == 100 and out["epochs"] == 3
-    assert out["val_top1_error_mean"] == 25.0 and out["val_top1_error_sd"] == pytest.approx(np.sqrt(50), abs=1e-4)
+    assert out["val_top1_error_mean"] == 25.0 and out["val_top1_error_sd"] == pytest.approx(np.sqrt(50), abs=1e-4)  # 4 decimals
     assert out["dominance_mean"] == 1.5 and out["dominance_sd"] == 0.0  # floats always get mean and sd
     assert A.aggregate(per_seed[:1])["val_top1_error_sd"] == 0.0
 
@@ -140,16 +130,16 @@ def test_resized_dataset_shrinks_images_and_mean_with_an_area_filter():
 
 def test_tables_put_the_papers_numbers_beside_our_means_over_seeds():
     results = {name: {"seeds": [0, 1], **{f"{k}_{s}": (1.0 + i if s == "mean" else 0.5)
-                                          for k in A.ERRORS for s in ("mean", "sd")}}
+                                          for k in R.ERRORS for s in ("mean", "sd")}}
                for i, name in enumerate(VARIANTS)}
-    t3 = A.table3(results)
+    t3 = R.table3(results)
     assert list(t3["variant"]) == list(VARIANTS)
     row = t3.set_index("variant").loc["krizhevsky"]
     assert (row["paper_train_top1_error"], row["paper_val_top1_error"], row["paper_val_top5_error"]) == (35.1, 40.5, 18.1)
     assert row["val_top1_error_mean"] == results["krizhevsky"]["val_top1_error_mean"] and row["val_top1_error_sd"] == 0.5
     assert row["seeds"] == 2 and row["val_top1_error_vs_zfnet"] == results["krizhevsky"]["val_top1_error_mean"] - 1.0
     assert np.isnan(t3.set_index("variant").loc["no_renorm", "paper_val_top1_error"])
-    t2 = A.table2(results).set_index("variant")
+    t2 = R.table2(results).set_index("variant")
     assert t2.loc["conv_wide", "paper_val_top1_error"] == 37.5 and t2.loc["conv_wide", "val_top5_error_sd"] == 0.5
     assert np.isnan(t2.loc["-", "val_top1_error_mean"])  # Krizhevsky et al.'s own net: not run here
 

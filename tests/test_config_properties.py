@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zfnet.config import Config, ConfigError, compose, from_dict
-from zfnet.stages import (ablate, ablation_report, analyze, data, preprocess, probe, report, train, transfer,
-                          transfer_data, visualize)
+from zfnet.stages import (ablate, ablation_report, analyze, data, findings, preprocess, probe, report, train,
+                          transfer, transfer_data, visualize)
 from zfnet.stages.common import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,17 +230,15 @@ STAGES = {
     "data": data.main, "preprocess": preprocess.main, "train": train.main, "visualize": visualize.main,
     "analyze": analyze.main, "ablate": lambda cfg: ablate.main(cfg, "zfnet"), "ablation_report": ablation_report.main,
     "transfer_data": transfer_data.main, "transfer": lambda cfg: transfer.main(cfg, "caltech101"),
-    "probe": probe.main, "report": report.main,
+    "probe": probe.main, "findings": findings.main, "report": report.main,
 }
 
 
-@settings(PROPERTY, max_examples=6)
-@given(invalid_value())
-def test_every_stage_stops_on_an_invalid_value_before_writing_anything(drawn):
-    """In-process run of every stage entry point in an empty folder holding only the bad params.yaml."""
-    key, value = drawn
+def assert_every_stage_refuses(raw: dict, key: str) -> None:
+    """In-process run of every stage entry point in an empty folder holding only ``raw`` as
+    params.yaml: each exits 2 with one line naming ``key`` and writes nothing."""
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "params.yaml").write_text(yaml.safe_dump(with_value(key, value)))
+        (Path(folder) / "params.yaml").write_text(yaml.safe_dump(raw))
         cwd, handlers = os.getcwd(), logging.root.handlers[:]
         os.chdir(folder)
         try:
@@ -256,3 +254,16 @@ def test_every_stage_stops_on_an_invalid_value_before_writing_anything(drawn):
         finally:
             os.chdir(cwd)
             logging.root.handlers[:] = handlers  # run_stage's logging setup stays inside this test
+
+
+@settings(PROPERTY, max_examples=6)
+@given(invalid_value())
+def test_every_stage_stops_on_an_invalid_value_before_writing_anything(drawn):
+    key, value = drawn
+    assert_every_stage_refuses(with_value(key, value), key)
+
+
+def test_every_stage_stops_on_an_unknown_variant_before_writing_anything():
+    """The variant names are checked by the stages' config loading, not by zfnet.config (no import
+    cycle), with the same one line as any bad value."""
+    assert_every_stage_refuses(with_value("ablation.variants", ["zfnet", "no_layer9"]), "ablation.variants[1]")

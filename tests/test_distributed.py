@@ -14,35 +14,24 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from zfnet.config import compose, from_dict
-from zfnet.data.preprocess import preprocess
+from conftest import tiny_project, tiny_raw
+from zfnet.config import from_dict
 from zfnet.data.shards import ShardDataset, load_mean
-from zfnet.data.synthetic import write_imagenet
 from zfnet.train.checkpoint import load_checkpoint
 from zfnet.train.loop import fit
 
-REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5  # max |w_ddp - w_single| over all weights after 2 epochs (12 SGD steps); measured 3e-8
 
 
 def ddp_raw() -> dict:
-    raw = compose(["experiment=tiny"], REPO / "conf")
-    raw["model"]["dropout"] = 0.0  # dropout masks are drawn per rank: the one thing that cannot match
-    raw["train"].update(epochs=2, milestones=[1, 2], threads=1)
-    raw["tracking"]["log_model"] = False
-    return raw
+    # dropout masks are drawn per rank: the one thing that cannot match
+    return tiny_raw("model.dropout=0.0", "train.epochs=2", "train.milestones=[1,2]")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    cfg = from_dict(ddp_raw())
-    write_imagenet(root / "data/raw/imagenet", cfg.data.synthetic, progress=False)
-    preprocess(root / "data/raw/imagenet", root / "data/prepared", cfg.preprocess.size, 64, 1, progress=False)
-    (root / "params.yaml").write_text(yaml.safe_dump(ddp_raw()))
-    return root
+def project(tmp_path_factory, tiny_prepared) -> Path:
+    return tiny_project(tmp_path_factory.mktemp("ddp"), tiny_prepared, ddp_raw())
 
 
 @pytest.mark.slow

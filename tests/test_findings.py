@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zfnet import findings as F
-from zfnet.findings_command import differences, with_findings
+from zfnet.cli.findings import differences, with_findings
 from zfnet.stats import mean_se, sign_test
 
 REPO = Path(__file__).resolve().parents[1]

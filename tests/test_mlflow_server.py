@@ -12,27 +12,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import free_port, mlflow_server
-from zfnet.config import compose, from_dict
-from zfnet.data.preprocess import preprocess
-from zfnet.data.synthetic import write_imagenet
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import free_port, mlflow_server, tiny_project, tiny_raw
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory, tiny_prepared) -> Path:
     """A folder with the tiny profile's prepared data and a 1-epoch params.yaml."""
-    root = tmp_path_factory.mktemp("server")
-    raw = compose(["experiment=tiny", "train.epochs=1", "train.milestones=[1]", "train.threads=1",
-                   "tracking.log_model=false"], REPO / "conf")
-    cfg = from_dict(raw)
-    write_imagenet(root / "data/raw/imagenet", cfg.data.synthetic, progress=False)
-    preprocess(root / "data/raw/imagenet", root / "data/prepared", cfg.preprocess.size, 64, 1, progress=False)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    return root
+    return tiny_project(tmp_path_factory.mktemp("server"), tiny_prepared, tiny_raw("train.epochs=1", "train.milestones=[1]"))
 
 
 def train_stage(root: Path, uri: str) -> subprocess.CompletedProcess:

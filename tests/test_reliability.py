@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
@@ -20,15 +19,10 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-import yaml
 
 import conftest
-from zfnet.config import compose, from_dict
-from zfnet.data.preprocess import preprocess
-from zfnet.data.synthetic import write_imagenet
 from zfnet.train.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 STAGE = [sys.executable, "-m", "zfnet.stages.train"]
 EPOCHS = 10
 MILESTONES = [2, 5, 10]
@@ -36,30 +30,15 @@ TIMING_KEYS = {"train_seconds", "epoch_seconds"}  # wall-clock times: the only n
 
 
 def tiny_params(epochs: int = EPOCHS, milestones=MILESTONES, seed: int = 0) -> dict:
-    """The tiny profile with 64 training images per class (epochs of ~0.3 s to kill inside) and one thread."""
-    raw = compose(["experiment=tiny"], REPO / "conf")
-    raw["seed"] = seed
-    raw["data"]["synthetic"]["train_per_class"] = 64
-    raw["train"].update(epochs=epochs, milestones=list(milestones), threads=1)
-    raw["tracking"]["log_model"] = False
-    return raw
+    """The tests' tiny profile with 64 training images per class (epochs of ~0.3 s to kill inside)."""
+    return conftest.tiny_raw(f"seed={seed}", "data.synthetic.train_per_class=64", f"train.epochs={epochs}",
+                             f"train.milestones=[{','.join(map(str, milestones))}]")
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """``data/prepared`` of the tiny dataset, from the real generator and preprocessing."""
-    root = tmp_path_factory.mktemp("reliability")
-    cfg = from_dict(tiny_params())
-    write_imagenet(root / "raw", cfg.data.synthetic, progress=False)
-    preprocess(root / "raw", root / "prepared", cfg.preprocess.size, 64, 1, progress=False)
-    return root / "prepared"
-
-
-def make_project(prepared: Path, root: Path, raw: dict) -> Path:
-    """A project folder as the train stage sees it: ``data/prepared`` and ``params.yaml``."""
-    shutil.copytree(prepared, root / "data/prepared")
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    return root
+    """``data/prepared`` of that dataset, from the real generator and preprocessing."""
+    return conftest.prepare_data(tiny_params(), tmp_path_factory.mktemp("reliability"))
 
 
 def stage_env(**extra: str) -> dict:
@@ -175,8 +154,8 @@ def test_kill_9_at_random_points_then_rerun_equals_an_uninterrupted_run(prepared
     checkpoint writes, while publishing the outs); after each kill every checkpoint on disk loads,
     each rerun resumes from the last finished epoch, and the end result is bitwise the uninterrupted run's."""
     raw = tiny_params()
-    straight = make_project(prepared, tmp_path / "straight", raw)
-    crashed = make_project(prepared, tmp_path / "crashed", raw)
+    straight = conftest.tiny_project(tmp_path / "straight", prepared, raw)
+    crashed = conftest.tiny_project(tmp_path / "crashed", prepared, raw)
     env = stage_env()
     reference = subprocess.Popen(STAGE, cwd=straight, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)  # runs alongside the kill trials (2 cores)
@@ -301,7 +280,7 @@ def test_four_runs_at_once_log_everything_to_one_new_sqlite_store(prepared, tmp_
     store = tmp_path / "store"
     store.mkdir()
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    projects = [make_project(prepared, tmp_path / f"seed{i}", tiny_params(epochs=3, milestones=[3], seed=i))
+    projects = [conftest.tiny_project(tmp_path / f"seed{i}", prepared, tiny_params(epochs=3, milestones=[3], seed=i))
                 for i in range(4)]
     env = stage_env(MLFLOW_TRACKING_URI=uri)
     procs = [subprocess.Popen(STAGE, cwd=p, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -391,8 +370,8 @@ def test_tracking_outage_mid_training(prepared, tmp_path):
     cut; training finishes and writes its outs, the stage ends with one line saying what to do,
     and the rerun (line restored) logs the missing epochs without training again."""
     (tmp_path / "server").mkdir()
-    a = make_project(prepared, tmp_path / "a", tiny_params(epochs=12, milestones=[12], seed=1))
-    b = make_project(prepared, tmp_path / "b", tiny_params(epochs=6, milestones=[6], seed=2))
+    a = conftest.tiny_project(tmp_path / "a", prepared, tiny_params(epochs=12, milestones=[12], seed=1))
+    b = conftest.tiny_project(tmp_path / "b", prepared, tiny_params(epochs=6, milestones=[6], seed=2))
     with conftest.mlflow_server(tmp_path / "server/mlflow.db", tmp_path / "server/artifacts") as url:
         port = int(url.rsplit(":", 1)[1])
         link_a, link_b = Link(port), Link(port)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import clean_env, make_project
 from zfnet.retrain import decide, exclusive_lock
-from zfnet.retrain_command import BUSY_EXIT
+from zfnet.cli.retrain import BUSY_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["experiment=tiny"]

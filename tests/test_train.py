@@ -16,31 +16,21 @@ import pytest
 import torch
 import yaml
 
-from zfnet.config import compose, from_dict
-from zfnet.data.preprocess import preprocess
+import conftest
+from zfnet.config import from_dict
 from zfnet.data.shards import ShardDataset, load_mean
-from zfnet.data.synthetic import write_imagenet
 from zfnet.train.checkpoint import CheckpointError, load_checkpoint, load_model
 from zfnet.train.loop import fit
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def tiny_raw(epochs: int = 3, milestones=(1, 2, 3)) -> dict:
-    raw = compose(["experiment=tiny"], REPO / "conf")
-    raw["train"].update(epochs=epochs, milestones=list(milestones), threads=1)
-    raw["tracking"]["log_model"] = False
-    return raw
+    return conftest.tiny_raw(f"train.epochs={epochs}", f"train.milestones=[{','.join(map(str, milestones))}]")
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """A tiny project folder with data/prepared from the real generator and preprocessing."""
-    root = tmp_path_factory.mktemp("train")
-    cfg = from_dict(tiny_raw())
-    write_imagenet(root / "data/raw/imagenet", cfg.data.synthetic, progress=False)
-    preprocess(root / "data/raw/imagenet", root / "data/prepared", cfg.preprocess.size, 64, 1, progress=False)
-    return root
+def prepared(tmp_path_factory, tiny_prepared) -> Path:
+    """A tiny project folder with the tiny profile's data/prepared."""
+    return conftest.tiny_project(tmp_path_factory.mktemp("train"), tiny_prepared)
 
 
 def run_fit(root: Path, tag: str, raw: dict) -> dict:

@@ -14,7 +14,11 @@ from zfnet.data import caltech, voc
 from zfnet.data.imagenet import LayoutError
 from zfnet.data.synthetic import CLASS_NAMES
 from zfnet.data.synthetic_transfer import write_transfer
-from zfnet.experiments import probes, transfer
+from zfnet.data.transforms import center_crop, normalize
+from zfnet.data.views import load_views
+from zfnet.experiments import classifier, probes, transfer
+from zfnet.experiments import transfer_report as report
+from zfnet.experiments.features import features, logits
 from zfnet.models import build
 
 TINY_MODEL = ModelConfig(widths=[8, 16, 16, 16, 8], fc_sizes=[32, 32])
@@ -33,28 +37,28 @@ def data_root(tmp_path_factory) -> Path:
 
 def make_setup(**transfer_overrides) -> transfer.Setup:
     torch.manual_seed(0)
-    model = build(TINY_MODEL, 5, CROP).eval()
+    model = build(TINY_MODEL, 5, CROP, input_scale=1 / 64).eval()
     settings = dict(splits=2, scratch_splits=1, scratch_steps=3, scratch_batch_size=8, test_per_class=3, max_iter=30)
     t = TransferConfig(**{**settings, **transfer_overrides})
     train = TrainConfig(crop=CROP, init="kaiming", lr=0.01, input_scale=1 / 64)
-    return transfer.Setup(model, torch.full((3, SIZE, SIZE), 120.0), 1 / 64, TINY_MODEL, train, t, seed=0)
+    return transfer.Setup(model, torch.full((3, SIZE, SIZE), 120.0), TINY_MODEL, train, t, seed=0)
 
 
 def test_average_precision_is_the_voc_all_points_area():
     scores = np.array([0.9, 0.8, 0.7, 0.6])
     # hits at ranks 1 and 3: precision 1 up to recall 0.5, then 2/3 up to recall 1.
-    assert transfer.average_precision(scores, np.array([1, -1, 1, -1])) == pytest.approx(100 * (0.5 + 0.5 * 2 / 3))
+    assert classifier.average_precision(scores, np.array([1, -1, 1, -1])) == pytest.approx(100 * (0.5 + 0.5 * 2 / 3))
     # the second image marked difficult (0) is ignored: both positives come first.
-    assert transfer.average_precision(scores, np.array([1, 0, 1, -1])) == pytest.approx(100.0)
+    assert classifier.average_precision(scores, np.array([1, 0, 1, -1])) == pytest.approx(100.0)
     # hits at ranks 3 and 4: precision 1/3 then 2/4; interpolated (max to the right): 1/2 at both recalls.
-    assert transfer.average_precision(scores, np.array([-1, -1, 1, 1])) == pytest.approx(50.0)
-    assert np.isnan(transfer.average_precision(scores, -np.ones(4)))
+    assert classifier.average_precision(scores, np.array([-1, -1, 1, 1])) == pytest.approx(50.0)
+    assert np.isnan(classifier.average_precision(scores, -np.ones(4)))
 
 
 def test_mean_class_accuracy_weights_classes_not_images():
     labels = torch.tensor([0, 0, 0, 0, 1])
     pred = torch.tensor([0, 0, 0, 0, 0])
-    assert transfer.mean_class_accuracy(pred, labels) == pytest.approx(50.0)  # image accuracy would be 80
+    assert classifier.mean_class_accuracy(pred, labels) == pytest.approx(50.0)  # image accuracy would be 80
 
 
 def test_class_split_draws_n_per_class_disjoint_and_reproducible():
@@ -74,18 +78,36 @@ def test_fit_softmax_separates_classes_and_labels():
     centres = torch.randn(3, 10, generator=gen) * 3
     y = torch.arange(3).repeat_interleave(20)
     x = centres[y] + torch.randn(60, 10, generator=gen) + 50  # an offset the centring must remove
-    clf = transfer.fit_softmax(x, y, 3, l2=1e-3, max_iter=20)
-    assert transfer.mean_class_accuracy(clf(x).argmax(1), y) == 100.0
+    clf = classifier.fit_softmax(x, y, 3, l2=1e-3, max_iter=20)
+    assert classifier.mean_class_accuracy(clf(x).argmax(1), y) == 100.0
     multi = torch.stack([y == 0, y != 2], 1).float()  # two labels per image
-    clf2 = transfer.fit_softmax(x, multi, 2, l2=1e-3, max_iter=20)
+    clf2 = classifier.fit_softmax(x, multi, 2, l2=1e-3, max_iter=20)
     assert ((clf2(x) > 0).float() == multi).all()
+
+
+def test_fit_softmax_minimises_scikit_learns_logistic_regression_objective():
+    """At convergence our L-BFGS softmax is scikit-learn's multinomial LogisticRegression with
+    C = 1 / (l2 * N) on the same centred, scaled features: probabilities agree to 1e-4
+    (classifier.py says why the experiments still use ours)."""
+    from sklearn.linear_model import LogisticRegression
+
+    gen = torch.Generator().manual_seed(1)
+    y = torch.arange(4).repeat_interleave(15)
+    x = torch.randn(4, 12, generator=gen)[y] * 1.5 + torch.randn(60, 12, generator=gen)  # overlapping classes
+    l2 = 1e-2
+    ours = classifier.fit_softmax(x, y, 4, l2=l2, max_iter=500)
+    z = ((x - ours.mu) / ours.scale).double().numpy()
+    theirs = LogisticRegression(C=1 / (l2 * len(y)), tol=1e-10, max_iter=5000).fit(z, y.numpy())
+    probs = ours(x).softmax(1).detach().double().numpy()
+    assert np.abs(probs - theirs.predict_proba(z)).max() < 1e-4
+    assert (probs.argmax(1) == theirs.predict(z)).all()
 
 
 def test_features_are_the_block_outputs_and_hooks_are_removed():
     s = make_setup()
     images = torch.randint(0, 256, (5, 3, SIZE, SIZE), dtype=torch.uint8)
-    feats = transfer.extract_features(s.model, images, s.mean, s.input_scale, ["conv1", "conv5", "fc7"], batch_size=2)
-    x = transfer.normalize(transfer.center_crop(images, CROP), transfer.center_crop(s.mean, CROP), s.input_scale)
+    feats = features(s.model, images, s.mean, ["conv1", "conv5", "fc7"], batch_size=2)
+    x = normalize(center_crop(images, CROP), center_crop(s.mean, CROP), 1 / 64)  # the model's input_scale
     with torch.no_grad():
         conv5 = s.model.features(x)
         fc7 = s.model.classifier[:-1](conv5)  # flatten, fc6, fc7 (eval: no dropout)
@@ -102,7 +124,7 @@ def test_scratch_training_uses_the_recipe():
     assert not net.training and net.num_classes == 3 and mean.shape == (3, SIZE, SIZE)
     rms = [m.weight.pow(2).mean(dim=(1, 2, 3)).sqrt().max() for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert max(rms) <= s.train_cfg.renorm_radius + 1e-6  # filter renormalisation after every step
-    assert transfer.predict(net, images, mean, s.train_cfg.input_scale).shape == (12, 3)
+    assert logits(net, images, mean).shape == (12, 3) and net.input_scale == s.train_cfg.input_scale
 
 
 def test_caltech_rows_tables_and_fig9(data_root, tmp_path):
@@ -112,9 +134,9 @@ def test_caltech_rows_tables_and_fig9(data_root, tmp_path):
     assert [(r["train_per_class"], r["model"], r["runs"]) for r in rows] == [
         (2, "pretrained", 2), (2, "scratch", 1), (4, "pretrained", 2), (4, "scratch", 1)]
     assert all(0 <= r["accuracy"] <= 100 for r in rows)
-    table = transfer.caltech_table("caltech101", [{**r, "train_per_class": 15} for r in rows[:2]])
+    table = report.caltech_table("caltech101", [{**r, "train_per_class": 15} for r in rows[:2]])
     assert table["paper_accuracy"].tolist() == [83.8, 22.8] and table["paper_accuracy_std"].tolist() == [0.5, 1.5]
-    path = transfer.fig9(rows, "caltech101", tmp_path / "fig9.png")
+    path = report.fig9(rows, "caltech101", tmp_path / "fig9.png")
     assert Image.open(path).size[0] > 300
 
 
@@ -127,9 +149,9 @@ def test_voc_ap_per_class_and_table(data_root, tmp_path):
         present = (val.targets == 1).any(0)
         aps = np.array(list(r["ap"].values()))
         assert (np.isnan(aps) == ~present).all() and r["map"] == pytest.approx(np.nanmean(aps))
-    table = transfer.voc_table(results)
+    table = report.voc_table(results)
     assert table.iloc[0]["paper_ap"] == 79.0 and table.iloc[0]["class"] == "mean (mAP)"
-    assert Image.open(transfer.ap_figure(results, tmp_path / "ap.png")).size[0] > 300
+    assert Image.open(report.ap_figure(results, tmp_path / "ap.png")).size[0] > 300
 
 
 def test_probes_cover_each_layer_and_the_trend():
@@ -138,6 +160,11 @@ def test_probes_cover_each_layer_and_the_trend():
     assert trend["best_layer"] == "fc7" and trend["increases"] == pytest.approx(2 / 3)
     assert trend["top_minus_bottom"] == 30.0 and 0 < trend["spearman"] < 1
     assert probes.depth_trend({k: {"accuracy": float(i)} for i, k in enumerate(root_rows)})["spearman"] == pytest.approx(1.0)
+    # a tie shares its mean rank: ranks 1, 2.5, 2.5, 4 against depths 1..4
+    tied = probes.depth_trend({"conv1": {"accuracy": 10.0}, "conv2": {"accuracy": 100 * (0.1 + 0.2) / 1.5},
+                               "conv5": {"accuracy": 100 * 0.3 / 1.5}, "fc7": {"accuracy": 30.0}})  # 20, but for rounding
+    assert tied["spearman"] == pytest.approx(np.corrcoef([1, 2, 3, 4], [1, 2.5, 2.5, 4])[0, 1])
+    assert probes.depth_trend({"conv1": {"accuracy": 5.0}, "fc7": {"accuracy": 5.0}})["spearman"] == 0.0
     table = probes.probe_table({"caltech256": {"conv1": {"accuracy": 1.0, "accuracy_std": 0.0, "runs": 1, "dims": 9}}},
                                {"caltech256": 60})
     assert table.iloc[0]["paper_accuracy"] == 24.6
@@ -171,13 +198,13 @@ def test_voc_views_are_the_whole_image_and_its_quadrants(tmp_path):
     for k, (y, x) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
         pixels[y : y + 8, x : x + 8] = colours[k]
     Image.fromarray(pixels).save(tmp_path / "q.png")
-    five = transfer.load_views([tmp_path / "q.png"], 8, 5)
+    five = load_views([tmp_path / "q.png"], 8, 5)
     assert five.images.shape == (5, 1, 3, 8, 8) and five.kept == [0]
     for k, colour in enumerate(colours):
         assert (five.images[1 + k, 0] == torch.tensor(colour, dtype=torch.uint8)[:, None, None]).all()
     whole = five.images[0, 0]
     assert tuple(whole[:, 1, 1]) == colours[0] and tuple(whole[:, 6, 6]) == colours[3]
-    one = transfer.load_views([tmp_path / "q.png"], 8, 1)
+    one = load_views([tmp_path / "q.png"], 8, 1)
     assert one.images.shape == (1, 1, 3, 8, 8)
 
 

@@ -18,6 +18,8 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zfnet.errors import first_line
+
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the offending key."""
@@ -315,23 +317,45 @@ def _check_numbers(node: Any, prefix: str = "") -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Check values beyond types; raise :class:`ConfigError` naming the first bad key."""
+    """Check values beyond types, section by section; raise :class:`ConfigError` naming the first bad key."""
     _check_numbers(cfg)
     for key, seed in (("seed", cfg.seed), ("data.synthetic.seed", cfg.data.synthetic.seed),
                       ("transfer.synthetic.seed", cfg.transfer.synthetic.seed), ("analyze.seed", cfg.analyze.seed)):
         if seed < 0:
             _fail(key, f"must be >= 0 (numpy refuses negative seeds), got {seed}")
-    _check_choice("data.source", cfg.data.source, ("synthetic", "imagenet"))
-    syn = cfg.data.synthetic
+    _validate_data(cfg.data)
+    _check_positive(cfg.preprocess, "preprocess", "size shard_size workers")
+    _validate_model(cfg.model)
+    _validate_train(cfg.train, cfg.preprocess.size)
+    _validate_viz(cfg.viz)
+    r = cfg.retrain
+    for name in ("model_name", "target"):
+        if not getattr(r, name).strip():
+            _fail(f"retrain.{name}", "must not be empty")
+    _check_positive(r, "retrain", "margin", allow_zero=True)
+    _check_choice("retrain.eval_crops", r.eval_crops, (1, 10))
+    _validate_transfer(cfg.transfer)
+    _validate_ablation(cfg.ablation, cfg.preprocess.size, cfg.train.crop)
+    if not cfg.report.out.strip():
+        _fail("report.out", "must not be empty")
+    if cfg.report.mlflow_ui and not cfg.report.mlflow_ui.startswith(("http://", "https://")):
+        _fail("report.mlflow_ui", f"must be an http(s) URL or empty, got {cfg.report.mlflow_ui!r}")
+    _validate_analyze(cfg.analyze, cfg.train.crop)
+    return cfg
+
+
+def _validate_data(d: DataConfig) -> None:
+    _check_choice("data.source", d.source, ("synthetic", "imagenet"))
+    syn = d.synthetic
     _check_positive(syn, "data.synthetic", "train_per_class val_per_class min_side max_side")
     if syn.classes < 2:
         _fail("data.synthetic.classes", f"must be >= 2, got {syn.classes}")
     if syn.max_side < syn.min_side:
         _fail("data.synthetic.max_side", f"must be >= min_side ({syn.min_side}), got {syn.max_side}")
     _check_choice("data.synthetic.val_layout", syn.val_layout, ("folders", "flat"))
-    _check_positive(cfg.preprocess, "preprocess", "size shard_size workers")
 
-    m = cfg.model
+
+def _validate_model(m: ModelConfig) -> None:
     _check_choice("model.arch", m.arch, ("zfnet", "krizhevsky"))
     if len(m.widths) != 5 or any(w <= 0 for w in m.widths):
         _fail("model.widths", f"must be 5 positive conv widths (conv1..conv5), got {list(m.widths)}")
@@ -344,11 +368,13 @@ def validate(cfg: Config) -> Config:
     if not 0.0 <= m.dropout < 1.0:
         _fail("model.dropout", f"must be in [0, 1), got {m.dropout}")
 
-    t = cfg.train
+
+def _validate_train(t: TrainConfig, size: int) -> None:
+    """``size``: ``preprocess.size``, the largest crop."""
     _check_positive(t, "train", "crop epochs batch_size lr init_std renorm_radius input_scale")
     _check_positive(t, "train", "momentum weight_decay warmup_epochs workers threads", allow_zero=True)
-    if t.crop > cfg.preprocess.size:
-        _fail("train.crop", f"must be <= preprocess.size ({cfg.preprocess.size}), got {t.crop}")
+    if t.crop > size:
+        _fail("train.crop", f"must be <= preprocess.size ({size}), got {t.crop}")
     if t.momentum >= 1.0:
         _fail("train.momentum", f"must be < 1, got {t.momentum}")
     _check_choice("train.init", t.init, ("paper", "kaiming", "mixed"))
@@ -367,7 +393,9 @@ def validate(cfg: Config) -> Config:
             _fail(f"train.milestones[{i}]", f"epoch {ms} is outside 1..train.epochs ({t.epochs})")
     if list(t.milestones) != sorted(set(t.milestones)):
         _fail("train.milestones", f"must be strictly increasing, got {list(t.milestones)}")
-    v = cfg.viz
+
+
+def _validate_viz(v: VizConfig) -> None:
     _check_choice("viz.split", v.split, ("train", "val"))
     _check_choice("viz.evolution_split", v.evolution_split, ("train", "val"))
     _check_choice("viz.device", v.device, ("auto", "cpu", "cuda"))
@@ -377,34 +405,21 @@ def validate(cfg: Config) -> Config:
         _fail("viz.stable", f"must be in 1..9 (of the top-9), got {v.stable}")
     if not 0.0 < v.dead_ratio < 1.0:
         _fail("viz.dead_ratio", f"must be in (0, 1), got {v.dead_ratio}")
-    r = cfg.retrain
-    for name in ("model_name", "target"):
-        if not getattr(r, name).strip():
-            _fail(f"retrain.{name}", "must not be empty")
-    _check_positive(r, "retrain", "margin", allow_zero=True)
-    _check_choice("retrain.eval_crops", r.eval_crops, (1, 10))
-    _validate_transfer(cfg.transfer)
-    from zfnet.experiments.variants import VARIANTS
 
-    a = cfg.ablation
-    for i, name in enumerate(a.variants):
-        _check_choice(f"ablation.variants[{i}]", name, tuple(VARIANTS))
+
+def _validate_ablation(a: AblationConfig, size: int, crop: int) -> None:
+    """``size``, ``crop``: ``preprocess.size`` and ``train.crop``, what 0 means. The variant names
+    themselves are checked where the catalogue is known (:func:`zfnet.experiments.variants.check_variants`)."""
     if len(set(a.variants)) != len(a.variants):
         _fail("ablation.variants", f"lists a variant twice: {list(a.variants)}")
     _check_positive(a, "ablation", "epochs maps")
     _check_positive(a, "ablation", "train_per_class max_images size crop workers", allow_zero=True)
     if not 1 <= a.seeds <= 1000:
         _fail("ablation.seeds", f"must be in 1..1000 (trainings per variant), got {a.seeds}")
-    if (a.crop or cfg.train.crop) > (a.size or cfg.preprocess.size):
-        _fail("ablation.crop", f"must be <= the ablation's image side ({a.size or cfg.preprocess.size}), got {a.crop or cfg.train.crop}")
-    if a.size > cfg.preprocess.size:
-        _fail("ablation.size", f"must be <= preprocess.size ({cfg.preprocess.size}): the variants train on the prepared images, shrunk, got {a.size}")
-    if not cfg.report.out.strip():
-        _fail("report.out", "must not be empty")
-    if cfg.report.mlflow_ui and not cfg.report.mlflow_ui.startswith(("http://", "https://")):
-        _fail("report.mlflow_ui", f"must be an http(s) URL or empty, got {cfg.report.mlflow_ui!r}")
-    _validate_analyze(cfg.analyze, cfg.train.crop)
-    return cfg
+    if (a.crop or crop) > (a.size or size):
+        _fail("ablation.crop", f"must be <= the ablation's image side ({a.size or size}), got {a.crop or crop}")
+    if a.size > size:
+        _fail("ablation.size", f"must be <= preprocess.size ({size}): the variants train on the prepared images, shrunk, got {a.size}")
 
 
 def _validate_analyze(an: "AnalyzeConfig", crop: int) -> None:
@@ -478,8 +493,7 @@ def from_dict(raw: Any, source: str = "params") -> Config:
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        msg = str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: {key}: {msg}") from None
+        raise ConfigError(f"{source}: {key}: {first_line(exc)}") from None
     try:
         return validate(cfg)
     except ConfigError as exc:
@@ -494,7 +508,7 @@ def load_params(path: str | Path = "params.yaml") -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: not valid YAML: {first_line(exc)}") from None
     return from_dict(raw, str(path))
 
 

@@ -39,8 +39,11 @@ from pathlib import Path
 from typing import Iterator
 
 
-from zfnet.config import Config, load_params
-from zfnet.stages.common import MODELS, PREPARED, write_json
+from zfnet.config import Config, TrainConfig
+from zfnet.errors import first_line
+from zfnet.io import write_json
+from zfnet.paths import MODELS, PREPARED
+from zfnet.stages.common import load_config
 from zfnet.stages.train import file_md5
 
 LOCK = Path(".zfnet/retrain.lock")
@@ -95,11 +98,11 @@ def pipeline_changes(target: str) -> dict:
     return json.loads(out.strip() or "{}")
 
 
-def held_out_errors(checkpoint: Path, cfg: Config, val_set, crops: int) -> dict | None:
+def held_out_errors(checkpoint: Path, t: TrainConfig, val_set, crops: int) -> dict | None:
     """Loss and top-1/top-5 error (%) of ``checkpoint`` on ``val_set``; None if its classes differ.
 
     Each model is evaluated with its own per-pixel mean, crop size and input scale (from the
-    checkpoint), on CPU or the configured device, in fp32.
+    checkpoint), on the ``train`` section's device (``t.device``) and batch size, in fp32.
     """
     from zfnet.train.checkpoint import load_model
     from zfnet.train.loop import evaluate
@@ -108,9 +111,9 @@ def held_out_errors(checkpoint: Path, cfg: Config, val_set, crops: int) -> dict 
     model, ckpt = load_model(checkpoint)
     if list(ckpt["classes"]) != list(val_set.classes):
         return None
-    train = dataclasses.replace(cfg.train, crop=ckpt["input_size"], input_scale=ckpt["input_scale"],
+    train = dataclasses.replace(t, crop=ckpt["input_size"], input_scale=ckpt["input_scale"],
                                 amp=False, channels_last=False)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(t.device)
     return evaluate(model.to(device), val_set, ckpt["mean"], train, device, crops)
 
 
@@ -169,7 +172,7 @@ def retrain(overrides: list[str] | None = None) -> dict:
     overrides = list(overrides or [])
     with exclusive_lock():
         compose_and_dump(Path("params.yaml"), str(Path("conf").resolve()), None, "config", "", overrides)
-        cfg = load_params()
+        cfg = load_config()
         r = cfg.retrain
         tracking.connect(cfg)
         client = mlflow.MlflowClient()
@@ -195,7 +198,7 @@ def retrain(overrides: list[str] | None = None) -> dict:
                      env={**os.environ, "ZFNET_PARENT_RUN_ID": run_id})
             report.update(_register_and_compare(client, cfg, exp_id, run_id))
         except BaseException as exc:
-            report.update(decision="failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            report.update(decision="failed", error=first_line(exc))
             client.set_tag(run_id, "retrain.decision", "failed")
             client.set_terminated(run_id, "FAILED")
             write_json(REPORTS / f"{stamp}.json", report)
@@ -228,7 +231,7 @@ def _register_and_compare(client, cfg: Config, exp_id: str, run_id: str) -> dict
     client.set_registered_model_alias(r.model_name, "challenger", version.version)
 
     val_set = ShardDataset(PREPARED / "val")
-    challenger = held_out_errors(model_file, cfg, val_set, r.eval_crops)
+    challenger = held_out_errors(model_file, cfg.train, val_set, r.eval_crops)
     if challenger is None:
         raise RetrainError(f"{model_file} was trained on other classes than {PREPARED / 'val'}")
     champion_version, champion = _alias(client, r.model_name, "champion"), None
@@ -239,7 +242,7 @@ def _register_and_compare(client, cfg: Config, exp_id: str, run_id: str) -> dict
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(champion_version.tags["checkpoint_uri"], dst_path=tmp)
-            champion = held_out_errors(Path(path), cfg, val_set, r.eval_crops)
+            champion = held_out_errors(Path(path), cfg.train, val_set, r.eval_crops)
         promote, reason = decide(challenger, champion, r.margin)
     decision = "promoted" if promote else "kept"
     tags = {"retrain.decision": decision, "retrain.reason": reason, "retrain.run_id": run_id,

@@ -10,7 +10,7 @@
   it: ``transfer@caltech101`` for its runs ``transfer@caltech101-15``, ``-30``...), ``git_commit``,
   ``dvc_exp_name``, ``data_hash``, the flattened params and ``params.yaml`` as an artifact.
 - Outages: a store that cannot be used at a stage's start stops it at once (:func:`connect`);
-  a failure later is retried with backoff (:func:`retry`), and per-epoch metrics survive a longer
+  a failure later is retried with backoff (:func:`retry`, on ``tenacity``), and per-epoch metrics survive a longer
   outage (:class:`EpochLog`): training goes on and they are sent when the store is back.
   ``ZFNET_TRACKING_TRIES`` (default 5) and ``ZFNET_TRACKING_DELAY`` (seconds, default 2, doubled
   after each failure) set the schedule.
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+import tenacity
 import yaml
 
 try:
@@ -35,6 +36,8 @@ except ImportError:  # Windows: no flock; concurrent first use of a new SQLite s
     fcntl = None  # type: ignore[assignment]
 
 from zfnet.config import Config, flatten, to_dict
+from zfnet.errors import first_line
+from zfnet.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +129,8 @@ def _create_sqlite_store(path: Path) -> None:
     """An MLflow SQLite store with all its tables at ``path``, which appears only when complete."""
     import mlflow
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
+    with atomic_path(path) as tmp:
         mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp.resolve()}").search_experiments(max_results=1)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def connect(cfg: Config | None = None) -> str:
@@ -145,13 +143,8 @@ def connect(cfg: Config | None = None) -> str:
         with _one_http_try(), _sqlite_lock(uri):  # the first client creates the tables: one process at a time
             mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # unreachable server, bad credentials, unwritable SQLite file
-        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {_first_line(exc)}") from None
+        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {first_line(exc)}") from None
     return uri
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -201,20 +194,24 @@ def retry(call: Callable[[], T], what: str, tries: int | None = None, timeout: i
 
     default_tries, delay = _schedule()
     tries = default_tries if tries is None else tries
-    for attempt in range(1, tries + 1):
-        try:
-            with _one_http_try(timeout):
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, first_line(state.outcome.exception()),
+                    state.attempt_number + 1, tries, state.next_action.sleep)
+
+    # a refused connection, HTTP 5xx, "database is locked", a timeout: any Exception is retried
+    schedule = tenacity.Retrying(stop=tenacity.stop_after_attempt(tries), before_sleep=warn,
+                                 wait=tenacity.wait_exponential(multiplier=delay, max=MAX_DELAY),
+                                 retry=tenacity.retry_if_exception_type(Exception))
+    try:
+        for attempt in schedule:
+            with attempt, _one_http_try(timeout):
                 return call()
-        except Exception as exc:  # a refused connection, HTTP 5xx, "database is locked", a timeout
-            if attempt == tries:
-                raise TrackingError(
-                    f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {what} failed "
-                    f"{tries} time(s), last: {_first_line(exc)}"
-                ) from None
-            log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, _first_line(exc), attempt + 1,
-                        tries, delay)
-            time.sleep(delay)
-            delay = min(2 * delay, MAX_DELAY)
+    except tenacity.RetryError as exc:
+        raise TrackingError(
+            f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {what} failed "
+            f"{tries} time(s), last: {first_line(exc.last_attempt.exception())}"
+        ) from None
     raise AssertionError("unreachable")
 
 

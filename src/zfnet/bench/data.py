@@ -120,6 +120,40 @@ def bench_preprocess(scratch: Scratch, root: Path, size: int, rounds: Rounds) ->
     }
 
 
+def _data_batches(train_set, t, crop_mean: torch.Tensor, seed: int, device: torch.device,
+                  parts: dict[str, float]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loop's data path for one epoch of ``train_set`` (shard reads, random ``t.crop`` crops,
+    normalisation with ``crop_mean``), adding the seconds of each part to ``parts``."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train_set), generator=gen).tolist()
+    for i in range(0, len(order), t.batch_size):
+        t0 = time.perf_counter()
+        images, labels = train_set.get_batch(order[i : i + t.batch_size])
+        t1 = time.perf_counter()
+        crops = random_crops(images, t.crop, gen)
+        t2 = time.perf_counter()
+        x = normalize(crops, crop_mean, t.input_scale)
+        t3 = time.perf_counter()
+        for part, seconds in (("read_s", t1 - t0), ("crop_s", t2 - t1), ("normalize_s", t3 - t2)):
+            parts[part] = parts.get(part, 0.0) + seconds
+        yield x.to(device), labels.to(device)
+
+
+def _alternate(contenders: dict[str, Callable[[], float]], rounds: Rounds) -> dict[str, list[float]]:
+    """Run the ``contenders`` (each returns its seconds) in turn, ``rounds.warmup`` untimed rounds then
+    timed ones while ``rounds.more`` says so; ``{name: [seconds per timed round]}``."""
+    for _ in range(rounds.warmup):
+        for fn in contenders.values():
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    start = time.perf_counter()
+    first = next(iter(contenders))
+    while rounds.more(len(seconds[first]), time.perf_counter() - start):
+        for name, fn in contenders.items():
+            seconds[name].append(fn())
+    return seconds
+
+
 def bench_loader(scratch: Scratch, device: torch.device, rounds: Rounds,
                  batch_size: int | None = None) -> tuple[dict, list[dict]]:
     """A training epoch of the real loop against the same steps on tensors already in memory.
@@ -157,21 +191,7 @@ def bench_loader(scratch: Scratch, device: torch.device, rounds: Rounds,
     crop_mean = center_crop(mean, t.crop)
 
     def data_batches(parts: dict[str, float]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The loop's data path for one epoch (shard reads, random crops, normalisation), adding the
-        seconds of each part to ``parts``."""
-        gen = torch.Generator().manual_seed(cfg.seed)
-        order = torch.randperm(len(train_set), generator=gen).tolist()
-        for i in range(0, len(order), t.batch_size):
-            t0 = time.perf_counter()
-            images, labels = train_set.get_batch(order[i : i + t.batch_size])
-            t1 = time.perf_counter()
-            crops = random_crops(images, t.crop, gen)
-            t2 = time.perf_counter()
-            x = normalize(crops, crop_mean, t.input_scale)
-            t3 = time.perf_counter()
-            for part, seconds in (("read_s", t1 - t0), ("crop_s", t2 - t1), ("normalize_s", t3 - t2)):
-                parts[part] = parts.get(part, 0.0) + seconds
-            yield x.to(device), labels.to(device)
+        return _data_batches(train_set, t, crop_mean, cfg.seed, device, parts)
 
     batches = list(data_batches({}))
 
@@ -203,16 +223,9 @@ def bench_loader(scratch: Scratch, device: torch.device, rounds: Rounds,
             data_parts.append(parts)
             return sum(parts.values())
 
-        contenders = {"epoch": fit_epoch, "compute": train_on(batches), "inline": train_on(lambda: data_batches({})),
-                      "prefetch": train_on(lambda: prefetch(data_batches({}))), "data": data_only}
-        for _ in range(rounds.warmup):
-            for fn in contenders.values():
-                fn()
-        seconds: dict[str, list[float]] = {name: [] for name in contenders}
-        start = time.perf_counter()
-        while rounds.more(len(seconds["epoch"]), time.perf_counter() - start):
-            for name, fn in contenders.items():
-                seconds[name].append(fn())
+        seconds = _alternate({"epoch": fit_epoch, "compute": train_on(batches),
+                              "inline": train_on(lambda: data_batches({})),
+                              "prefetch": train_on(lambda: prefetch(data_batches({}))), "data": data_only}, rounds)
     best = {name: min(values) for name, values in seconds.items()}
     epoch, compute = best["epoch"], best["compute"]
     n = len(train_set)

@@ -15,7 +15,6 @@ the split.
 from __future__ import annotations
 
 import csv
-import json
 import multiprocessing
 import os
 from collections import deque
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from zfnet.data.imagenet import Sample, count_split, iter_split, read_classes
 from zfnet.data.images import BadImage, load_rgb, map_box, resize_center_crop
 from zfnet.data.shards import FORMAT, ShardError
+from zfnet.io import write_json
 
 SPLITS = ("train", "val")
 _Job = tuple[str, Optional[tuple[float, float, float, float]], int, Optional[int]]  # path, box, S, max_pixels
@@ -83,12 +83,6 @@ def _remove_stale(out_dir: Path) -> None:
     (out_dir / "manifest.json").unlink(missing_ok=True)
     for stale in [*out_dir.glob("shard-*.npy"), out_dir / "index.csv", out_dir / "skipped.csv", out_dir / "mean.npy"]:
         stale.unlink(missing_ok=True)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def preprocess_split(
@@ -168,13 +162,19 @@ def preprocess_split(
                 filled = 0
         if filled:
             flush()
+    return _finish(out_dir, size, classes, shards, found, skipped, pixel_sum if mean else None)
 
+
+def _finish(out_dir: Path, size: int, classes: Sequence[tuple[str, str]], shards: list[dict], found: int,
+            skipped: int, pixel_sum: np.ndarray | None) -> dict:
+    """Check the split's counts, write ``mean.npy`` (given the training split's ``pixel_sum``) and,
+    last, ``manifest.json``; return the manifest."""
     count = sum(shard["count"] for shard in shards)
     if count == 0:
         raise ShardError(f"{out_dir}: none of the {found} images found could be decoded (see skipped.csv)")
     if found != count + skipped:
         raise ShardError(f"{out_dir}: found {found} != written {count} + skipped {skipped}")
-    if mean:
+    if pixel_sum is not None:
         np.save(out_dir / "mean.npy", (pixel_sum / count).astype(np.float32))
     manifest = {
         "format": FORMAT,
@@ -186,9 +186,9 @@ def preprocess_split(
         "classes": [wnid for wnid, _ in classes],
         "class_names": [name for _, name in classes],
         "shards": shards,
-        "mean": "mean.npy" if mean else None,
+        "mean": "mean.npy" if pixel_sum is not None else None,
     }
-    _write_json_atomic(out_dir / "manifest.json", manifest)
+    write_json(out_dir / "manifest.json", manifest, sort_keys=False)
     return manifest
 
 

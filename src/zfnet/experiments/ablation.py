@@ -1,4 +1,4 @@
-"""Tables 2, 3 and Fig. 6: retrain each architecture variant with one budget and compare with the paper.
+"""Tables 2, 3 and Fig. 6: retrain each architecture variant with one budget.
 
 - :func:`train_variant` trains one variant (:mod:`zfnet.experiments.variants`) from scratch with
   :func:`zfnet.train.loop.fit` at the ablation scale and budget (:func:`ablation_config`: images
@@ -6,28 +6,21 @@
   seeded subset of ``ablation.train_per_class`` training images per class; everything else is the
   profile's recipe), and returns its errors.
 - :func:`train_seeds` trains it once per seed (:func:`ablation_seeds`); :func:`aggregate` gives the
-  mean and sd over the seeds;
-- :func:`table3` / :func:`table2` put our errors beside the paper's, row by row (whether the
-  paper's conclusions hold is judged by :mod:`zfnet.findings`).
-- :func:`filter_comparison` and :func:`conv2_views` draw Fig. 6: layer-1 filters of ZFNet, ZFNet
-  without renormalisation and the 11x11/4 replica (dead fraction, frequency bands, dominance), and
-  the conv2 top-9 of the replica beside ZFNet's (the paper sees aliasing from stride 4 there).
+  mean and sd over the seeds.
+
+Tables 2, 3 and Fig. 6 from the trained variants: :mod:`zfnet.experiments.ablation_report`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from zfnet.config import Config
-from zfnet.experiments.variants import VARIANTS, apply, variant_config
-
-ERRORS = ("train_top1_error", "val_top1_error", "val_top5_error")
+from zfnet.experiments.variants import apply, variant_config
 
 
 def ablation_config(cfg: Config, name: str, seed: int | None = None) -> Config:
@@ -68,6 +61,15 @@ class Resized:
 
     def labels(self) -> np.ndarray:
         return self._labels.numpy()
+
+
+def dominance(weight: torch.Tensor) -> float:
+    """How much the strongest layer-1 filter dominates (Fig. 6): max / median filter RMS of conv
+    weights ``(C_out, C_in, k, k)``."""
+    from zfnet.models.filters import filter_rms
+
+    rms = filter_rms(weight)
+    return float(rms.max() / rms.median())
 
 
 def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -131,7 +133,6 @@ def train_variant(
     RMS) and ``conv1_autocorrelation``. Errors in %.
     """
     from zfnet.data.shards import ShardDataset, data_id, load_mean
-    from zfnet.models.filters import filter_rms
     from zfnet.train.loop import fit
 
     vcfg = ablation_config(cfg, name, seed)
@@ -145,7 +146,6 @@ def train_variant(
             "variant": name}
     result = fit(vcfg, train_set, val_set, mean, state_dir, out_dir, meta, on_epoch, progress)
     final, crops = result["final"], f"_{vcfg.train.eval_crops}crop" if vcfg.train.eval_crops > 1 else ""
-    rms = filter_rms(result["model"].layer("conv1").conv.weight)
     metrics = {
         "train_top1_error": final["train_top1_error"],
         "val_top1_error": final[f"val_top1_error{crops}"],
@@ -159,7 +159,7 @@ def train_variant(
         "seed": seed,
         "parameters": sum(p.numel() for p in result["model"].parameters()),
         "train_seconds": sum(r["epoch_seconds"] for r in result["history"]),
-        "dominance": float(rms.max() / rms.median()),
+        "dominance": dominance(result["model"].layer("conv1").conv.weight),
         "conv1_autocorrelation": final["conv1_autocorrelation"],
         "filters_at_radius": max(r["filters_at_radius"] for r in result["history"]),
     }
@@ -220,147 +220,3 @@ def aggregate(per_seed: Sequence[Mapping]) -> dict:
         out[f"{key}_mean"] = round(float(values.mean()), 4)
         out[f"{key}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
     return out
-
-
-def table3(results: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Table 3: our errors (mean and sd over the seeds) beside the paper's, one row per variant run.
-
-    ``results``: ``{variant: metrics of the ablate stage}`` (:func:`aggregate`'s keys). Columns:
-    ``variant``, ``change``, ``paper row``, ``paper base``, ``seeds``, then for train top-1, val top-1
-    and val top-5: ``paper_<error>``, ``<error>_mean``, ``<error>_sd`` (%), and
-    ``val_top1_error_vs_zfnet`` (our mean minus the baseline's).
-    """
-    base = results.get("zfnet", {}).get("val_top1_error_mean", math.nan)
-    rows = []
-    for name, m in results.items():
-        v = VARIANTS[name]
-        paper = v.paper or (math.nan,) * 3
-        row = {"variant": name, "change": v.change, "paper row": v.paper_row or "-",
-               "paper base": v.paper_base if v.paper_row else "-", "seeds": len(m["seeds"])}
-        for key, p in zip(ERRORS, paper):
-            row[f"paper_{key}"] = p
-            row[f"{key}_mean"], row[f"{key}_sd"] = m[f"{key}_mean"], m[f"{key}_sd"]
-        row["val_top1_error_vs_zfnet"] = m["val_top1_error_mean"] - base
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# Table 2 (val top-1 / top-5 error %, single nets): rows and the variant that reproduces each (None: not run).
-TABLE2 = (
-    ("Krizhevsky et al. 2012, 1 convnet", (40.7, 18.2), None),
-    ("Our replication of Krizhevsky et al., 1 convnet", (40.5, 18.1), "krizhevsky"),
-    ("ZFNet (Fig. 3), 1 convnet", (38.4, 16.5), "zfnet"),
-    ("ZFNet, layers 3,4,5: 512,1024,512 maps, 1 convnet", (37.5, 16.0), "conv_wide"),
-)
-
-
-def table2(results: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Table 2's single-net rows: the paper's val top-1 / top-5 error beside our mean and sd over
-    the seeds (NaN where not run here)."""
-    rows = []
-    for row, (top1, top5), name in TABLE2:
-        m = results.get(name, {}) if name else {}
-        rows.append({"model": row, "variant": name or "-", "paper_val_top1_error": top1,
-                     "val_top1_error_mean": m.get("val_top1_error_mean", math.nan),
-                     "val_top1_error_sd": m.get("val_top1_error_sd", math.nan), "paper_val_top5_error": top5,
-                     "val_top5_error_mean": m.get("val_top5_error_mean", math.nan),
-                     "val_top5_error_sd": m.get("val_top5_error_sd", math.nan)})
-    return pd.DataFrame(rows)
-
-
-def filter_comparison(models: Mapping[str, torch.nn.Module], out_dir: str | Path, dead_ratio: float = 0.1) -> dict:
-    """Fig. 6 (a, b, d): each model's layer-1 filters (``<out_dir>/<name>/filters_conv1.png``) and a bar chart
-    of their numbers (``<out_dir>/filters_conv1.png``).
-
-    Returns ``{name: filter_stats + {"dominance": max / median filter RMS, "figure": path}}``.
-    """
-    from zfnet.models.filters import filter_rms
-    from zfnet.viz.filters import BANDS, filters
-
-    out_dir = Path(out_dir)
-    stats = {}
-    for name, model in models.items():
-        weight = model.layer("conv1").conv.weight.detach()
-        rms = filter_rms(weight)
-        k = weight.shape[-1]
-        stats[name] = filters(model, out_dir / name / "filters_conv1.png", dead_ratio,
-                              title=f"{name}: conv1 {k}x{k}/{model.layer('conv1').conv.stride[0]}")
-        stats[name]["dominance"] = float(rms.max() / rms.median())
-    if stats:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(12, 3.4), width_ratios=(2, 1, 1))
-        names, x = list(stats), np.arange(len(stats))
-        for i, band in enumerate(BANDS):
-            ax1.bar(x + (i - 1) * 0.27, [stats[n]["band_energy"][band] for n in names], 0.27, label=band)
-        ax1.set(xticks=x, xticklabels=names, ylabel="share of filter power", title="layer-1 frequency bands")
-        ax1.legend(title="band")
-        ax2.bar(x, [stats[n]["dead_fraction"] for n in names])
-        ax2.set(xticks=x, xticklabels=names, title="dead filters (fraction)")
-        ax3.bar(x, [stats[n]["dominance"] for n in names])
-        ax3.set(xticks=x, xticklabels=names, title="max / median filter RMS")
-        fig.tight_layout()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_dir / "filters_conv1.png", dpi=110)
-        plt.close(fig)
-    return stats
-
-
-def conv2_views(checkpoints: Mapping[str, str | Path], prepared: str | Path, out_dir: str | Path, maps: int = 8,
-                max_images: int | None = None, batch_size: int = 128) -> dict[str, str]:
-    """Fig. 6 (c, e): the top-9 of the ``maps`` strongest conv2 maps over the validation set, per checkpoint,
-    projected by the deconvnet beside their patches (``<out_dir>/<name>/top9_conv2.png``), on the
-    validation images at the checkpoint's own scale (:class:`Resized`). Returns ``{name: path}``."""
-    from zfnet.data.shards import ShardDataset, load_mean
-    from zfnet.train.checkpoint import load_model
-    from zfnet.viz.top9 import ShardImages, top9, top9_figures
-
-    paths, val = {}, ShardDataset(Path(prepared) / "val")
-    for name, path in checkpoints.items():
-        model, ckpt = load_model(path)
-        size = ckpt["mean"].shape[-1]
-        images = val if size == val.size else Resized(val, size, load_mean(prepared))
-        data = ShardImages(images, ckpt["mean"], ckpt.get("input_scale", 1.0), ckpt["input_size"], batch_size,
-                           max_images)
-        tops = top9(model, data, ["conv2"])
-        paths[name] = str(top9_figures(model, tops, data.fetch, Path(out_dir) / name, maps, data.pixels)["conv2"])
-    return paths
-
-
-def error_figure(table: pd.DataFrame, path: str | Path) -> Path:
-    """Bar chart of Table 3: val top-1 error per variant, ours beside the paper's, and our train top-1 error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(len(table))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-    ax1.bar(x - 0.2, table["train_top1_error_mean"], 0.4, yerr=table["train_top1_error_sd"], label="train top-1")
-    ax1.bar(x + 0.2, table["val_top1_error_mean"], 0.4, yerr=table["val_top1_error_sd"], label="val top-1")
-    ax1.set(title="ours (ablation scale and budget; mean and sd over seeds)", ylabel="error (%)")
-    ax2.bar(x - 0.2, table["paper_train_top1_error"], 0.4, label="train top-1")
-    ax2.bar(x + 0.2, table["paper_val_top1_error"], 0.4, label="val top-1")
-    ax2.set(title="paper (ImageNet, Table 3)")
-    for ax in (ax1, ax2):
-        ax.set_xticks(x, table["variant"], rotation=45, ha="right", fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_table(table: pd.DataFrame, stem: str | Path) -> tuple[Path, str]:
-    """``<stem>.csv`` and the table as Markdown (returned, with NaN shown as ``-``). Numbers to 2 decimals."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.3f")
-    shown = table.astype(object).where(table.notna(), None)  # tabulate writes missingval for None only
-    return stem.with_suffix(".csv"), shown.to_markdown(index=False, floatfmt=".2f", missingval="-")

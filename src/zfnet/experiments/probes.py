@@ -3,10 +3,11 @@
 For each of the layers (default conv1..conv5 and fc7) the frozen trained model's block output
 (conv blocks after pooling and contrast normalisation, fc7 after ReLU) of the centre crop is
 flattened, whole, into one feature vector, as the paper trains its classifier on the layer's
-output; a linear softmax (:func:`zfnet.experiments.transfer.fit_softmax`, the same code as the
-transfer rows) is fitted on ``n`` training images per class and scored by mean per-class accuracy
-on up to ``test_per_class`` others, over ``transfer.splits`` random splits (the same splits as the
-transfer experiments). The paper's numbers are its SVM column.
+output (:func:`zfnet.experiments.features.features`); a linear softmax
+(:func:`zfnet.experiments.classifier.fit_softmax`; extractor and classifier are the transfer rows'
+code) is fitted on ``n`` training images per class and scored by mean per-class accuracy on up to
+``test_per_class`` others, over ``transfer.splits`` random splits (the same splits as the transfer
+experiments). The paper's numbers are its SVM column.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import pandas as pd
 import torch
 
 from zfnet.data.caltech import Categories
-from zfnet.experiments.transfer import Crops, Setup, class_split, extract_features, fit_softmax, load_crops, mean_class_accuracy
+from zfnet.data.views import Crops, load_crops
+from zfnet.experiments.classifier import fit_softmax, mean_class_accuracy
+from zfnet.experiments.features import features
+from zfnet.experiments.transfer import Setup, class_split
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +43,13 @@ def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], c
     crops = crops or load_crops([x.path for x in data.samples], s.mean.shape[-1])
     labels = np.array(data.labels())[crops.kept]
     y = torch.from_numpy(labels).long()
-    feats = extract_features(s.model, crops.images, s.mean, s.input_scale, layers, t.batch_size, s.device)
+    feats = features(s.model, crops.images, s.mean, layers, t.batch_size, s.device)
     scores: dict[str, list[float]] = {layer: [] for layer in layers}
     for split in range(t.splits):
         tr, te = class_split(labels, n_train, t.test_per_class, s.seed, split)
         for layer in layers:
             clf = fit_softmax(feats[layer][tr], y[tr], len(data.classes), t.l2, t.max_iter)
-            scores[layer].append(mean_class_accuracy(clf(feats[layer][te]).argmax(1), y[te]))
+            scores[layer].append(mean_class_accuracy(clf(feats[layer][te]).argmax(1), labels[te]))
     out = {}
     for layer in layers:
         out[layer] = {"accuracy": float(np.mean(scores[layer])), "accuracy_std": float(np.std(scores[layer])),
@@ -58,21 +62,34 @@ def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], c
 def depth_trend(result: dict) -> dict:
     """Does accuracy grow with depth? ``result`` as returned by :func:`probe` (layers bottom to top).
 
-    Returns ``{"spearman": rank correlation of depth and accuracy (1 = strictly growing),
+    Returns ``{"spearman": rank correlation of depth and accuracy (1 = strictly growing; layers of
+    equal accuracy, to 1e-6 points so that floating-point rounding never decides, share their mean
+    rank: ``scipy.stats.spearmanr``; 0 when all are equal),
     "increases": fraction of consecutive layer pairs where accuracy grows, "best_layer": name,
     "top_minus_bottom": accuracy of the top layer minus the bottom one (points)}``.
     """
+    from scipy.stats import spearmanr
+
     layers = list(result)
     acc = np.array([result[layer]["accuracy"] for layer in layers])
-    ranks = acc.argsort().argsort().astype(float)
-    depth = np.arange(len(acc), dtype=float)
-    rho = float(np.corrcoef(depth, ranks)[0, 1]) if len(acc) > 1 and ranks.std() > 0 else 0.0
+    tied = acc.round(6)
+    rho = float(spearmanr(np.arange(len(acc)), tied).statistic) if len(acc) > 1 and tied.std() > 0 else 0.0
     return {
         "spearman": rho,
         "increases": float(np.mean(np.diff(acc) > 0)) if len(acc) > 1 else 0.0,
         "best_layer": layers[int(acc.argmax())],
         "top_minus_bottom": float(acc[-1] - acc[0]),
     }
+
+
+def metrics(result: dict, trend: dict) -> dict:
+    """One dataset's ``metrics/probe.json`` entry: ``accuracy_<layer>``, ``accuracy_std_<layer>`` (%),
+    ``splits``, ``depth_spearman`` and ``top_minus_bottom`` (:func:`depth_trend`), 3 decimals."""
+    return {**{f"accuracy_{layer}": round(v["accuracy"], 3) for layer, v in result.items()},
+            **{f"accuracy_std_{layer}": round(v["accuracy_std"], 3) for layer, v in result.items()},
+            "splits": next(iter(result.values()))["runs"],
+            "depth_spearman": round(trend["spearman"], 3),
+            "top_minus_bottom": round(trend["top_minus_bottom"], 3)}
 
 
 def probe_table(results: dict, counts: dict) -> pd.DataFrame:

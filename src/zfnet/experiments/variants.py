@@ -25,11 +25,10 @@ configured model), so each row compares with the same baseline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
-if TYPE_CHECKING:
-    from zfnet.config import Config
+from zfnet.config import Config, ConfigError, from_dict, to_dict
 
 
 @dataclass(frozen=True)
@@ -87,9 +86,7 @@ VARIANTS: dict[str, Variant] = {
 
 def _fits(model_cfg: Any, size: int) -> bool:
     """Whether the architecture of ``model_cfg`` accepts ``size`` x ``size`` inputs (built at width 1: cheap)."""
-    from dataclasses import replace
-
-    from zfnet.models import build
+    from zfnet.models import build  # torch: only once a variant is built
 
     try:
         build(replace(model_cfg, widths=[1] * 5, fc_sizes=[1, 1]), 2, size)
@@ -98,7 +95,7 @@ def _fits(model_cfg: Any, size: int) -> bool:
     return True
 
 
-def variant_overrides(cfg: "Config", name: str) -> dict[str, Any]:
+def variant_overrides(cfg: Config, name: str) -> dict[str, Any]:
     """The config changes that turn ``cfg`` into variant ``name``: ``{"model.remove": ["fc7"], ...}``.
 
     Only keys whose value changes are listed (``zfnet`` -> ``{}``). Widths are scaled from ``cfg``'s.
@@ -106,10 +103,6 @@ def variant_overrides(cfg: "Config", name: str) -> dict[str, Any]:
     crops), ``train.crop`` becomes ``preprocess.size``, the largest the prepared images allow.
     Raises ``KeyError`` for an unknown name.
     """
-    from dataclasses import replace
-
-    from zfnet.config import ConfigError
-
     v = VARIANTS[name]
     m, t = cfg.model, cfg.train
     new = {
@@ -148,10 +141,8 @@ def hydra_overrides(changes: dict[str, Any]) -> list[str]:
     return [f"{k}={value(v)}" for k, v in changes.items()]
 
 
-def apply(cfg: "Config", changes: dict[str, Any], source: str) -> "Config":
+def apply(cfg: Config, changes: dict[str, Any], source: str) -> Config:
     """``cfg`` with dotted-key ``changes`` applied, validated again (:func:`zfnet.config.from_dict`)."""
-    from zfnet.config import from_dict, to_dict
-
     raw = to_dict(cfg)
     for key, value in changes.items():
         *parents, leaf = key.split(".")
@@ -162,6 +153,16 @@ def apply(cfg: "Config", changes: dict[str, Any], source: str) -> "Config":
     return from_dict(raw, source)
 
 
-def variant_config(cfg: "Config", name: str) -> "Config":
+def variant_config(cfg: Config, name: str) -> Config:
     """``cfg`` turned into variant ``name`` (see :func:`variant_overrides`), validated."""
     return apply(cfg, variant_overrides(cfg, name), f"ablation variant {name}")
+
+
+def check_variants(cfg: Config, source: str) -> None:
+    """Every name in ``ablation.variants`` is a variant of :data:`VARIANTS`; else a
+    :class:`~zfnet.config.ConfigError` ``"<source>: ablation.variants[<i>]: must be one of [...], got
+    '<name>'"``. Applied wherever the pipeline's config is loaded (:func:`zfnet.stages.common.load_config`,
+    which says why :func:`zfnet.config.validate` cannot)."""
+    for i, name in enumerate(cfg.ablation.variants):
+        if name not in VARIANTS:
+            raise ConfigError(f"{source}: ablation.variants[{i}]: must be one of {list(VARIANTS)}, got {name!r}")

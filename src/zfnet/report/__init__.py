@@ -19,14 +19,15 @@ from zfnet.report.html import Meta, Run, write_report
 __all__ = ["build", "metadata", "pipeline_runs", "write_report", "Meta", "Run"]
 
 
-def pipeline_runs(cfg: Config, dvc_exp_name: str = "") -> list[Run]:
-    """The newest MLflow run of each stage (and variant) of this pipeline's experiment, profile and
-    DVC experiment name, from the current tracking store (call :func:`zfnet.tracking.connect` first)."""
+def pipeline_runs(experiment: str, profile: str, dvc_exp_name: str = "") -> list[Run]:
+    """The newest MLflow run of each stage (and variant) of the pipeline logged to MLflow
+    ``experiment`` with ``profile`` and DVC experiment name ``dvc_exp_name``, from the current
+    tracking store (call :func:`zfnet.tracking.connect` first)."""
     from zfnet.report.runs import latest_stage_runs, search
 
-    runs = search(cfg.tracking.experiment)
+    runs = search(experiment)
     tags = runs.reindex(columns=["tags.profile", "tags.dvc_exp_name", "tags.mlflow.parentRunId"]).fillna("")
-    latest = latest_stage_runs(runs[(tags["tags.profile"] == cfg.profile) & (tags["tags.dvc_exp_name"] == dvc_exp_name)])
+    latest = latest_stage_runs(runs[(tags["tags.profile"] == profile) & (tags["tags.dvc_exp_name"] == dvc_exp_name)])
     text = latest.reindex(columns=["tags.mlflow.runName", "tags.variant", "tags.mlflow.parentRunId",
                                    "tags.dvc_stage"]).fillna("")
     return [
@@ -65,7 +66,7 @@ def metadata(cfg: Config, root: str | Path = ".", params_path: str | Path = "par
         tracking_uri=_public(uri),
         experiment=cfg.tracking.experiment,
         mlflow_ui=_public(ui),
-        runs=pipeline_runs(cfg, os.environ.get("DVC_EXP_NAME", "")),
+        runs=pipeline_runs(cfg.tracking.experiment, cfg.profile, os.environ.get("DVC_EXP_NAME", "")),
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from zfnet.io import write_text
 from zfnet.report.registry import ITEMS, Item, Number, expand
 
 IMAGES = "img"  # figures are copied to <out>/img/<their path in the project>
@@ -220,9 +220,7 @@ def write_report(out: str | Path, meta: Meta, params: dict, root: str | Path = "
         (out / IMAGES / fig).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / fig, out / IMAGES / fig)
     page = render(resolved, root, meta, findings)
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out / "index.html")
+    write_text(out / "index.html", page)
     statuses = [r.status for r in resolved]
     return {
         "items": len(resolved),

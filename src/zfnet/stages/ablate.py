@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 from zfnet.config import Config, ConfigError
-from zfnet.stages.common import METRICS, PREPARED, STATE, run_stage, write_json
-
-MODELS_ABLATION = Path("models_ablation")
+from zfnet.io import write_json
+from zfnet.paths import METRICS, MODELS_ABLATION, PREPARED, STATE
+from zfnet.stages.common import run_stage
 
 
 def main(cfg: Config, variant: str) -> None:

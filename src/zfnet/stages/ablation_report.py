@@ -11,14 +11,12 @@ MLflow: an ``ablation_report`` child run with the tables and figures as artifact
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from zfnet.config import Config
-from zfnet.stages.ablate import MODELS_ABLATION
-from zfnet.stages.common import METRICS, PREPARED, run_stage, write_json
+from zfnet.io import write_json, write_table, write_text
+from zfnet.paths import ABLATION_FIGURES, METRICS, MODELS_ABLATION, PREPARED, RESULTS
+from zfnet.stages.common import run_stage
 
-RESULTS = Path("results")
-FIGURES = Path("figures/ablation")
 FIG6 = ("zfnet", "no_renorm", "krizhevsky")
 
 
@@ -26,31 +24,32 @@ def main(cfg: Config) -> None:
     import mlflow
 
     from zfnet import tracking
-    from zfnet.experiments import ablation as A
+    from zfnet.experiments import ablation_report as A
+    from zfnet.experiments.ablation import ablation_seeds, aggregate
     from zfnet.train.checkpoint import load_model
 
     a = cfg.ablation
     results = {v: json.loads((METRICS / "ablate" / f"{v}.json").read_text()) for v in a.variants}
     shown = [v for v in FIG6 if v in results]
-    seeds = A.ablation_seeds(cfg)
+    seeds = ablation_seeds(cfg)
     first = {v: MODELS_ABLATION / v / f"seed-{seeds[0]}" / "model.pt" for v in shown}
     with tracking.stage_run(cfg, "ablation_report"):
         t3, t2 = A.table3(results), A.table2(results)
-        A.filter_comparison({v: load_model(path)[0] for v, path in first.items()}, FIGURES, cfg.viz.dead_ratio)
-        filters = {v: A.aggregate([{"seed": s, **_filter_numbers(MODELS_ABLATION / v / f"seed-{s}" / "model.pt",
-                                                                 cfg.viz.dead_ratio)} for s in seeds])
+        A.filter_comparison({v: load_model(path)[0] for v, path in first.items()}, ABLATION_FIGURES, cfg.viz.dead_ratio)
+        filters = {v: aggregate([{"seed": s, **A.filter_numbers(MODELS_ABLATION / v / f"seed-{s}" / "model.pt",
+                                                                cfg.viz.dead_ratio)} for s in seeds])
                    for v in shown}
-        A.conv2_views({v: path for v, path in first.items() if v != "no_renorm"}, PREPARED, FIGURES,
+        A.conv2_views({v: path for v, path in first.items() if v != "no_renorm"}, PREPARED, ABLATION_FIGURES,
                       a.maps, a.max_images or None)
-        A.error_figure(t3, FIGURES / "errors.png")
-        _, md3 = A.write_table(t3, RESULTS / "ablation")
-        _, md2 = A.write_table(t2, RESULTS / "ablation_table2")
+        A.error_figure(t3, ABLATION_FIGURES / "errors.png")
+        _, md3 = write_table(t3, RESULTS / "ablation")
+        _, md2 = write_table(t2, RESULTS / "ablation_table2")
         any_run = next(iter(results.values()))
         images = f"{a.train_per_class} training images per class" if a.train_per_class else "all training images"
         budget = (f"{a.epochs} epochs on {images} at {any_run['size']} x {any_run['size']} ({any_run['crop']}-pixel "
                   f"crops), {a.seeds} seeds each, {cfg.train.eval_crops}-crop validation on "
                   f"{any_run['val_images']} images")
-        (RESULTS / "ablation.md").write_text(_markdown(md3, md2, filters, budget))
+        write_text(RESULTS / "ablation.md", A.markdown(md3, md2, filters, budget))
         metrics = {
             **{f"{v}_{k}_{stat}": m[f"{k}_{stat}"] for v, m in results.items() for k in A.ERRORS for stat in ("mean", "sd")},
             **{f"filters_{v}_{k}": s[k] for v, s in filters.items() for k in s if k != "seeds"},
@@ -60,40 +59,7 @@ def main(cfg: Config) -> None:
         mlflow.log_metrics(metrics)
         for name in ("ablation.csv", "ablation_table2.csv", "ablation.md"):
             mlflow.log_artifact(str(RESULTS / name), "results")
-        mlflow.log_artifacts(str(FIGURES), "figures")
-
-
-def _filter_numbers(path: Path, dead_ratio: float) -> dict:
-    """Fig. 6's numbers of one checkpoint's layer-1 filters: dead fraction, frequency-band shares, dominance."""
-    from zfnet.models.filters import filter_rms
-    from zfnet.train.checkpoint import load_model
-    from zfnet.viz.filters import filter_stats
-
-    weight = load_model(path)[0].layer("conv1").conv.weight
-    stats, rms = filter_stats(weight, dead_ratio), filter_rms(weight)
-    return {"dead_fraction": stats["dead_fraction"], "dominance": float(rms.max() / rms.median()),
-            **{f"{band}_share": share for band, share in stats["band_energy"].items()}}
-
-
-def _markdown(table3: str, table2: str, filters: dict, budget: str) -> str:
-    import pandas as pd
-
-    fig6 = [{"variant": v, **{k: s[k] for k in s if k != "seeds"}} for v, s in filters.items()]
-    lines = [
-        "# Ablations (docs/paper.md Tables 2, 3, Fig. 6)", "",
-        f"Every variant retrained from scratch with one budget: {budget}. Errors in %, mean and sd over "
-        "the seeds; the paper's are ImageNet 2012 (1.3M images, 1000 classes, 70 epochs), so compare the "
-        "differences between rows, not the levels. The paper removes layers from its Krizhevsky replica "
-        "(column 'paper base'); here every change applies to ZFNet. Which of the paper's findings hold: "
-        "`metrics/findings.json` and the report.", "",
-        "## Table 3", "", table3, "",
-        "## Table 2 (single nets, val error)", "", table2, "",
-        "## Fig. 6: layer-1 filters (mean and sd over the seeds)", "",
-        pd.DataFrame(fig6).to_markdown(index=False, floatfmt=".3f") if fig6 else "(no zfnet/no_renorm/krizhevsky run)",
-        "", "Figures (first seed): `figures/ablation/<variant>/filters_conv1.png`, `figures/ablation/filters_conv1.png`, "
-        "`figures/ablation/<variant>/top9_conv2.png` (conv2 aliasing view), `figures/ablation/errors.png`.", "",
-    ]
-    return "\n".join(lines)
+        mlflow.log_artifacts(str(ABLATION_FIGURES), "figures")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from zfnet.config import Config
-from zfnet.stages.common import METRICS, MODELS, PREPARED, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import METRICS, MODELS, PREPARED
+from zfnet.stages.common import run_stage
 
 
 def main(cfg: Config) -> None:

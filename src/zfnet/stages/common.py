@@ -1,23 +1,16 @@
-"""What every stage entry point shares: the pipeline's paths, logging and the error boundary."""
+"""What every stage entry point shares: logging, the config (with the checks that need the
+experiments' catalogues) and the error boundary. The pipeline's paths are in :mod:`zfnet.paths`."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from zfnet.config import Config, ConfigError, load_params
-
-RAW = Path("data/raw")  # data stage out: the dataset (synthetic) or a pointer to it (real)
-DATASET_JSON = RAW / "dataset.json"
-PREPARED = Path("data/prepared")  # preprocess stage out: shards + manifest + mean
-MODELS = Path("models")  # train stage out: milestones/ and model.pt
-METRICS = Path("metrics")
-PLOTS = Path("plots")
-STATE = Path(".zfnet/state")  # resume state: outside every DVC out, survives a crash
+from zfnet.experiments.variants import check_variants
 
 
 def setup_logging() -> None:
@@ -25,14 +18,6 @@ def setup_logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "mlflow", "urllib3", "git", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -45,11 +30,31 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, LayoutError, ShardError, CheckpointError, TrackingError, FileNotFoundError)
 
 
+def load_config(params: str | Path = "params.yaml") -> Config:
+    """``params`` as a validated :class:`~zfnet.config.Config`, its ablation variant names included.
+
+    Why the variant names are checked here and not in :func:`zfnet.config.validate`: they are the
+    keys of the catalogue in :mod:`zfnet.experiments.variants`, a module above :mod:`zfnet.config`
+    (it imports the config and builds models); checking them in ``validate`` made the import cycle
+    config -> experiments.variants -> config, hidden by a function-level import. So
+    :mod:`zfnet.config` checks what its schema alone decides, and the layer that knows the catalogue
+    adds its check where the config is loaded: here, for every stage (:func:`run_stage`), before any
+    work, and in
+    :func:`zfnet.cli.options.composed_config` for the commands that compose ``conf/``. A bad name
+    is one line like any other bad value: ``params.yaml: ablation.variants[1]: must be one of
+    [...], got 'no_layer9'``.
+    """
+    cfg = load_params(params)
+    check_variants(cfg, str(params))
+    return cfg
+
+
 def run_stage(name: str, body: Callable[[Config], None], params: str = "params.yaml") -> None:
-    """Load and validate ``params`` (before any work), then run ``body``; bad input exits 2 with one line."""
+    """Load and validate ``params`` (:func:`load_config`, before any work), then run ``body``; bad
+    input exits 2 with one line."""
     setup_logging()
     try:
-        cfg = load_params(params)
+        cfg = load_config(params)
         body(cfg)
     except expected_errors() as exc:
         print(f"zfnet {name}: error: {exc}", file=sys.stderr)

@@ -15,7 +15,9 @@ import mlflow
 from zfnet import tracking
 from zfnet.config import Config
 from zfnet.data import imagenet, synthetic
-from zfnet.stages.common import DATASET_JSON, RAW, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import DATASET_JSON, RAW
+from zfnet.stages.common import run_stage
 
 log = logging.getLogger("zfnet.stages.data")
 

@@ -10,7 +10,9 @@ artifact, and the counts also on the pipeline's parent run.
 from __future__ import annotations
 
 from zfnet.config import Config
-from zfnet.stages.common import METRICS, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import METRICS
+from zfnet.stages.common import run_stage
 
 
 def main(cfg: Config) -> None:

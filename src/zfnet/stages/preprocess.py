@@ -14,7 +14,9 @@ import mlflow
 from zfnet import tracking
 from zfnet.config import Config
 from zfnet.data.preprocess import preprocess
-from zfnet.stages.common import DATASET_JSON, METRICS, PREPARED, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import DATASET_JSON, METRICS, PREPARED
+from zfnet.stages.common import run_stage
 
 log = logging.getLogger("zfnet.stages.preprocess")
 

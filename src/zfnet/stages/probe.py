@@ -10,13 +10,11 @@ run per dataset with the metric names ``accuracy_<layer>``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from zfnet.config import Config
-from zfnet.stages.common import METRICS, MODELS, run_stage, write_json
-
-RESULTS = Path("results")
-SOURCES_JSON = Path("data/transfer/sources.json")
+from zfnet.io import write_json, write_table, write_text
+from zfnet.paths import METRICS, MODELS, RESULTS, TRANSFER_SOURCES
+from zfnet.stages.common import run_stage
 
 
 def main(cfg: Config) -> None:
@@ -25,25 +23,17 @@ def main(cfg: Config) -> None:
     from zfnet import tracking
     from zfnet.data import caltech
     from zfnet.experiments import probes, transfer
-    from zfnet.experiments.ablation import write_table
 
-    sources = json.loads(SOURCES_JSON.read_text())
-    setup = transfer.setup(cfg, MODELS / "model.pt")
+    sources = json.loads(TRANSFER_SOURCES.read_text())
+    setup = transfer.setup(MODELS / "model.pt", cfg.transfer, cfg.train, cfg.seed)
     p = cfg.transfer.probe
     counts = {"caltech101": p.caltech101_train, "caltech256": p.caltech256_train}
     readers = {"caltech101": caltech.read_caltech101, "caltech256": caltech.read_caltech256}
     results = {ds: probes.probe(setup, readers[ds](sources[ds]["root"]), n, list(p.layers)) for ds, n in counts.items()}
     trends = {ds: probes.depth_trend(r) for ds, r in results.items()}
     csv_path, markdown = write_table(probes.probe_table(results, counts), RESULTS / "probes")
-    RESULTS.joinpath("probes.md").write_text(markdown + "\n")
-    metrics = {
-        ds: {**{f"accuracy_{layer}": round(v["accuracy"], 3) for layer, v in r.items()},
-             **{f"accuracy_std_{layer}": round(v["accuracy_std"], 3) for layer, v in r.items()},
-             "splits": next(iter(r.values()))["runs"],
-             "depth_spearman": round(trends[ds]["spearman"], 3),
-             "top_minus_bottom": round(trends[ds]["top_minus_bottom"], 3)}
-        for ds, r in results.items()
-    }
+    write_text(RESULTS / "probes.md", markdown + "\n")
+    metrics = {ds: probes.metrics(r, trends[ds]) for ds, r in results.items()}
     write_json(METRICS / "probe.json", metrics)
     for ds, values in metrics.items():
         with tracking.stage_run(cfg, "probe", variant=ds, dvc_stage="probe",

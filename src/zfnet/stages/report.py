@@ -9,7 +9,9 @@ MLflow: a ``report`` child run with those counts and the page as an artifact.
 from __future__ import annotations
 
 from zfnet.config import Config
-from zfnet.stages.common import METRICS, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import METRICS
+from zfnet.stages.common import run_stage
 
 
 def main(cfg: Config) -> None:

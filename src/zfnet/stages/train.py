@@ -24,9 +24,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from zfnet.config import Config
+from zfnet.config import Config, TrainConfig
 from zfnet.data.shards import ShardDataset, data_id, load_mean
-from zfnet.stages.common import METRICS, MODELS, PLOTS, PREPARED, STATE, run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import METRICS, MODELS, PLOTS, PREPARED, STATE
+from zfnet.stages.common import run_stage
 from zfnet.train import distributed
 from zfnet.train.checkpoint import RESUME_FILE
 from zfnet.train.loop import config_fingerprint, fit
@@ -46,10 +48,7 @@ def file_md5(path: Path) -> str:
 def plot_curves(history: list[dict], path: Path) -> None:
     """Training curves as a PNG: loss, top-1/top-5 error (the validation ones every ``val_every``
     epochs) and the learning rate, per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from zfnet.plotting import plt, save
 
     df = pd.DataFrame(history)
     val = df.dropna(subset=["val_top1_error"]) if "val_top1_error" in df else df.iloc[:0]
@@ -67,9 +66,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.legend()
     for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def main(cfg: Config) -> None:
@@ -128,56 +125,72 @@ def train_and_log(cfg: Config) -> None:
             meta={"classes": train_set.classes, "class_names": train_set.class_names, "data_id": did},
             on_epoch=on_epoch,
         )
-        history, final = result["history"], result["final"]
         PLOTS.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(history).to_csv(PLOTS / "train.csv", index=False)
-        plot_curves(history, PLOTS / "train_curves.png")
-        chance = 100.0 * (1 - 1 / train_set.num_classes)
-        crops = f"_{cfg.train.eval_crops}crop" if cfg.train.eval_crops > 1 else ""
-        headline = {
-            "train_top1_error": round(final["train_top1_error"], 3),
-            "val_top1_error": round(final[f"val_top1_error{crops}"], 3),
-            "val_top5_error": round(final[f"val_top5_error{crops}"], 3),
-        }
-        metrics = {
-            **headline,
-            "epochs": final["epoch"],
-            "eval_crops": cfg.train.eval_crops,
-            "val_loss": round(final[f"val_loss{crops}"], 5),
-            "val_top1_error_center_crop": round(final["val_top1_error"], 3),
-            "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history if "val_top1_error" in r), 3),
-            "chance_top1_error": round(chance, 3),
-            "val_images": len(val_set),
-            "final_lr_over_peak": round(final["lr"] / cfg.train.lr, 5),
-            "conv1_autocorrelation": round(final["conv1_autocorrelation"], 3),
-            "conv1_autocorrelation_at_init": round(result["initial"]["conv1_autocorrelation"], 3),
-            "filters_at_radius_at_init": round(result["initial"]["filters_at_radius"], 4),
-            "filters_at_radius_max": round(max(r["filters_at_radius"] for r in history), 4),
-            "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
-        }
+        pd.DataFrame(result["history"]).to_csv(PLOTS / "train.csv", index=False)
+        plot_curves(result["history"], PLOTS / "train_curves.png")
+        headline, metrics = train_metrics(result, cfg.train, train_set.num_classes, len(val_set))
         write_json(METRICS / "train.json", headline)  # `dvc metrics show`, `dvc exp show`
         write_json(METRICS / "train_details.json", metrics)
-        model_file = MODELS / "model.pt"
         try:
             epoch_log.close()
-            tracking.retry(lambda: mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()}), "logging the final metrics")
-            for plot in ("train.csv", "train_curves.png"):
-                tracking.retry(lambda: mlflow.log_artifact(str(PLOTS / plot), "plots"), f"logging plots/{plot}",
-                               timeout=None)
-            tags = {"model_path": str(model_file), "model_md5": file_md5(model_file)}
-            tracking.retry(lambda: mlflow.set_tags(tags), "tagging the run")
-            if cfg.tracking.log_model:
-                tracking.retry(lambda: _log_model(result["model"], cfg), "logging the model", timeout=None)
+            _log_outs(result["model"], metrics, cfg)
         except tracking.TrackingError as exc:
             raise tracking.TrackingError(
                 f"{exc}. Training finished and its outs are written ({MODELS}/, {METRICS / 'train.json'}); rerun the "
-                f"stage once the store answers: it resumes after epoch {final['epoch']} without training and logs the rest"
+                f"stage once the store answers: it resumes after epoch {metrics['epochs']} without training and logs the rest"
             ) from None
     # Finished: a forced rerun trains afresh. The resume state goes first: a crash while the rest
     # is removed then means a fresh start, never a resume state whose milestones are gone.
     (state_dir / RESUME_FILE).unlink(missing_ok=True)
     shutil.rmtree(state_dir)
     log.info("trained in %.1fs: %s", time.perf_counter() - t0, metrics)
+
+
+def train_metrics(result: dict, t: TrainConfig, num_classes: int, val_images: int) -> tuple[dict, dict]:
+    """``(headline, details)`` of a finished :func:`~zfnet.train.loop.fit` ``result``: the headline
+    errors (``metrics/train.json``: train top-1, val top-1 and top-5 with ``t.eval_crops`` crops, %)
+    and those with the centre-crop and chance errors, the learning rate's last / peak, the conv1
+    filters' autocorrelation and share at the radius, the time (``metrics/train_details.json``)."""
+    history, final, initial = result["history"], result["final"], result["initial"]
+    crops = f"_{t.eval_crops}crop" if t.eval_crops > 1 else ""
+    headline = {
+        "train_top1_error": round(final["train_top1_error"], 3),
+        "val_top1_error": round(final[f"val_top1_error{crops}"], 3),
+        "val_top5_error": round(final[f"val_top5_error{crops}"], 3),
+    }
+    return headline, {
+        **headline,
+        "epochs": final["epoch"],
+        "eval_crops": t.eval_crops,
+        "val_loss": round(final[f"val_loss{crops}"], 5),
+        "val_top1_error_center_crop": round(final["val_top1_error"], 3),
+        "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history if "val_top1_error" in r), 3),
+        "chance_top1_error": round(100.0 * (1 - 1 / num_classes), 3),
+        "val_images": val_images,
+        "final_lr_over_peak": round(final["lr"] / t.lr, 5),
+        "conv1_autocorrelation": round(final["conv1_autocorrelation"], 3),
+        "conv1_autocorrelation_at_init": round(initial["conv1_autocorrelation"], 3),
+        "filters_at_radius_at_init": round(initial["filters_at_radius"], 4),
+        "filters_at_radius_max": round(max(r["filters_at_radius"] for r in history), 4),
+        "train_seconds": round(sum(r["epoch_seconds"] for r in history), 1),
+    }
+
+
+def _log_outs(model: torch.nn.Module, metrics: dict, cfg: Config) -> None:
+    """The active run's final metrics, plots, model tags and (``tracking.log_model``) the MLflow model,
+    each call retried (:func:`zfnet.tracking.retry`)."""
+    import mlflow
+
+    from zfnet import tracking
+
+    model_file = MODELS / "model.pt"
+    tracking.retry(lambda: mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()}), "logging the final metrics")
+    for plot in ("train.csv", "train_curves.png"):
+        tracking.retry(lambda: mlflow.log_artifact(str(PLOTS / plot), "plots"), f"logging plots/{plot}", timeout=None)
+    tags = {"model_path": str(model_file), "model_md5": file_md5(model_file)}
+    tracking.retry(lambda: mlflow.set_tags(tags), "tagging the run")
+    if cfg.tracking.log_model:
+        tracking.retry(lambda: _log_model(model, cfg), "logging the model", timeout=None)
 
 
 def _log_model(model: torch.nn.Module, cfg: Config) -> None:

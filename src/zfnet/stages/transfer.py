@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from zfnet.config import Config, ConfigError
-from zfnet.stages.common import METRICS, MODELS, run_stage, write_json
+from zfnet.io import write_json, write_table, write_text
+from zfnet.paths import METRICS, MODELS, RESULTS, TRANSFER_SOURCES
+from zfnet.stages.common import run_stage
 
 DATASETS = ("caltech101", "caltech256", "voc2012")
-RESULTS = Path("results")
-SOURCES_JSON = Path("data/transfer/sources.json")
 
 
 def main(cfg: Config, dataset: str) -> None:
@@ -29,34 +29,25 @@ def main(cfg: Config, dataset: str) -> None:
     from zfnet import tracking
     from zfnet.data import caltech, voc
     from zfnet.experiments import transfer
-    from zfnet.experiments.ablation import write_table
+    from zfnet.experiments import transfer_report as report
 
-    root = json.loads(SOURCES_JSON.read_text())[dataset]["root"]
-    setup = transfer.setup(cfg, MODELS / "model.pt")
+    root = json.loads(TRANSFER_SOURCES.read_text())[dataset]["root"]
+    setup = transfer.setup(MODELS / "model.pt", cfg.transfer, cfg.train, cfg.seed)
     figure_path = Path(cfg.transfer.out) / f"{dataset}.png"
     stem = RESULTS / f"transfer_{dataset}"
     if dataset == "voc2012":
         train, val = voc.read_split(root, "train"), voc.read_split(root, "val")
         results = transfer.voc(setup, train.paths, train.targets, val.paths, val.targets, train.classes)
-        table = transfer.voc_table(results)
-        figure = transfer.ap_figure(results, figure_path)
-        metrics = {f"{model}_map": round(r["map"], 3) for model, r in results.items()}
-        if "map_minus_scratch_se" in results["pretrained"]:
-            metrics["map_minus_scratch_se"] = round(results["pretrained"]["map_minus_scratch_se"], 3)
+        table, figure, metrics = report.voc_table(results), report.ap_figure(results, figure_path), report.voc_metrics(results)
         runs = {"voc2012": {**metrics, **{f"{model}_ap_{c}": v for model, r in results.items() for c, v in r["ap"].items()}}}
     else:
         data = (caltech.read_caltech101 if dataset == "caltech101" else caltech.read_caltech256)(root)
         rows = transfer.caltech(setup, data, list(getattr(cfg.transfer, f"{dataset}_train")))
-        table = transfer.caltech_table(dataset, rows)
-        figure = transfer.fig9(rows, dataset, figure_path)
-        runs = {}
-        for r in rows:
-            run = runs.setdefault(f"{dataset}-{r['train_per_class']}", {"train_per_class": r["train_per_class"]})
-            run.update({f"{r['model']}_accuracy": round(r["accuracy"], 3), f"{r['model']}_accuracy_std": round(r["accuracy_std"], 3),
-                        f"{r['model']}_runs": r["runs"], "test_images": r["test_images"]})
+        table, figure = report.caltech_table(dataset, rows), report.fig9(rows, dataset, figure_path)
+        runs = report.caltech_runs(dataset, rows)
         metrics = {f"n{name.rsplit('-', 1)[1]}": m for name, m in runs.items()}
     csv_path, markdown = write_table(table, stem)
-    stem.with_suffix(".md").write_text(markdown + "\n")
+    write_text(stem.with_suffix(".md"), markdown + "\n")
     write_json(METRICS / f"transfer_{dataset}.json", metrics)
     for variant, values in runs.items():
         setting = {"dataset": dataset, "train_per_class": values.get("train_per_class", "all")}

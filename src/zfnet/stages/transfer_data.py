@@ -25,12 +25,12 @@ from zfnet.config import Config
 from zfnet.data import archives, caltech, synthetic, voc
 from zfnet.data.imagenet import LayoutError
 from zfnet.data.synthetic_transfer import write_transfer
-from zfnet.stages.common import run_stage, write_json
+from zfnet.io import write_json
+from zfnet.paths import TRANSFER, TRANSFER_SOURCES
+from zfnet.stages.common import run_stage
 
 log = logging.getLogger("zfnet.stages.transfer_data")
 
-TRANSFER = Path("data/transfer")
-SOURCES_JSON = TRANSFER / "sources.json"
 MARKERS = {"caltech101": caltech.CALTECH101_DIR, "caltech256": caltech.CALTECH256_DIR, "voc2012": "VOC2012"}
 
 
@@ -71,11 +71,11 @@ def main(cfg: Config) -> None:
     else:
         roots = {ds: locate(getattr(tr, ds), ds, TRANSFER / ds) for ds in MARKERS}
     sources = {ds: summary(ds, root) for ds, root in roots.items()}
-    write_json(SOURCES_JSON, sources)
+    write_json(TRANSFER_SOURCES, sources)
     log.info("transfer datasets: %s", sources)
     with tracking.stage_run(cfg, "transfer_data"):
         mlflow.log_metrics({f"{ds}_{k}": v[k] for ds, v in sources.items() for k in ("classes", "images")})
-        mlflow.log_artifact(str(SOURCES_JSON))
+        mlflow.log_artifact(str(TRANSFER_SOURCES))
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ Resume state (``resume.pt``) adds ``optimizer``, ``scheduler``, ``rng`` and ``hi
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import torch
 
+from zfnet.errors import first_line
+from zfnet.io import atomic_file, copy_file
 from zfnet.models import ConvNet, build
 
 FORMAT = "zfnet-checkpoint-v1"
@@ -31,35 +30,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, foreign, tampered with or not a zfnet checkpoint."""
 
 
-@contextlib.contextmanager
-def _atomic_file(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file handle whose content replaces ``path`` only once it is complete: written to a
-    temp file in the same folder, fsynced, then renamed over ``path``. A crash at any point leaves
-    either the old file or the new one, never half of one (and no temp file on an exception)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically (:func:`_atomic_file`)."""
-    with _atomic_file(path) as fh:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`zfnet.io.atomic_file`)."""
+    with atomic_file(path) as fh:
         torch.save(obj, fh)
-
-
-def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    """Copy ``src`` to ``dst`` atomically (:func:`_atomic_file`)."""
-    with _atomic_file(dst) as out, open(src, "rb") as inp:
-        shutil.copyfileobj(inp, out, 1 << 20)
 
 
 def load_state(path: str | Path) -> dict:
@@ -75,8 +49,7 @@ def load_state(path: str | Path) -> dict:
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; delete {path} to train from the start") from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: unreadable resume state ({first}); delete it to train from the start") from None
+        raise CheckpointError(f"{path}: unreadable resume state ({first_line(exc)}); delete it to train from the start") from None
 
 
 def _check_crcs(path: Path) -> None:
@@ -102,9 +75,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle refusing a global, a truncated zip, not a torch file at all
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: refused to load as a zfnet checkpoint (weights_only=True): {first}"
+            f"{path}: refused to load as a zfnet checkpoint (weights_only=True): {first_line(exc)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a zfnet checkpoint (expected format {FORMAT!r})")
@@ -172,5 +144,5 @@ class Checkpointer:
             shutil.rmtree(milestones_dir)
         milestones_dir.mkdir(parents=True)
         for epoch in milestones:
-            atomic_copy(self.state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
+            copy_file(self.state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
         atomic_save(final, self.out_dir / "model.pt")

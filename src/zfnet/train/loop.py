@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from zfnet.config import Config, TrainConfig
+from zfnet.config import Config, ModelConfig, TrainConfig
 from zfnet.data.transforms import CROPS, center_crop, normalize, ten_crops
 from zfnet.models import ConvNet, build
 from zfnet.models.filters import at_radius, renormalize_filters, spatial_autocorrelation
@@ -122,6 +122,20 @@ def config_fingerprint(cfg: Config, data_id: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, t: TrainConfig,
+             diverged: str = "training diverged") -> None:
+    """One step of the paper's recipe on ``loss``: backward, the optimizer's step, then the filter
+    RMS renormalisation (``t.renormalize``, ``t.renorm_radius``). A non-finite loss raises
+    ``FloatingPointError`` ``"<diverged> (loss nan); lower train.lr"`` before any weight changes."""
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"{diverged} (loss {loss.item()}); lower train.lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if t.renormalize:
+        renormalize_filters(model, t.renorm_radius)
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataset, mean: torch.Tensor,
                     t: TrainConfig, device: torch.device, epoch: int, seed: int) -> dict:
     """One pass over ``dataset`` in a seeded random order; returns the epoch's training loss and
@@ -154,14 +168,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataset,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
             logits = model(x)
             summed = F.cross_entropy(logits.float(), y, reduction="sum")
-        loss = summed * world / global_batch
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if t.renormalize:
-            renormalize_filters(model, t.renorm_radius)
+        sgd_step(model, optimizer, summed * world / global_batch, t, f"training diverged at epoch {epoch}")
         loss_sum += summed.item()
         err1 += topk_errors(logits.detach().float(), y, (1,))[0]
         n += len(y)
@@ -178,11 +185,11 @@ def filter_record(model: ConvNet, radius: float) -> dict:
             "conv1_autocorrelation": float(spatial_autocorrelation(conv1).median())}
 
 
-def new_model(cfg: Config, num_classes: int) -> ConvNet:
-    """``cfg.model`` for ``num_classes``, initialised (``train.init``) and renormalised, seeded by ``cfg.seed``."""
-    t = cfg.train
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.model, num_classes, t.crop, t.input_scale)
+def new_model(model_cfg: ModelConfig, t: TrainConfig, num_classes: int, seed: int) -> ConvNet:
+    """``model_cfg`` for ``num_classes`` and ``t.crop`` inputs, initialised (``t.init``) and
+    renormalised (``t.renormalize``), seeded by ``seed``."""
+    torch.manual_seed(seed)
+    model = build(model_cfg, num_classes, t.crop, t.input_scale)
     init_weights(model, t.init, t.init_std)
     if t.renormalize:
         renormalize_filters(model, t.renorm_radius)
@@ -221,7 +228,7 @@ def fit(
     t = cfg.train
     device = resolve_device(t.device)
     configure(device, t.threads)
-    model = new_model(cfg, train_set.num_classes).to(device)
+    model = new_model(cfg.model, t, train_set.num_classes, cfg.seed).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     parallel = distributed.wrap(model, device)  # DDP under torchrun: averages gradients over ranks

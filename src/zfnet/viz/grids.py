@@ -11,12 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from zfnet.plotting import plt
 
 
 def normalize_signed(tiles: torch.Tensor) -> torch.Tensor:

@@ -193,11 +193,7 @@ def invariance_figure(
     ``example`` is one ``(3, S, S)`` mean-subtracted image; ``pixels`` maps ``(N, 3, h, w)`` model input
     to displayable ``[0, 1]`` images (default: per-image min-max).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from zfnet.plotting import plt
     from zfnet.viz.grids import normalize_minmax
 
     show = pixels or normalize_minmax

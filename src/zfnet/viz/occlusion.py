@@ -207,12 +207,9 @@ def occlusion_figure(
             ``maps.channel`` in each image (raw; scaled here).
         labels: ``(N,)`` true classes; class_names: name of every class index.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
 
+    from zfnet.plotting import plt
     from zfnet.viz.grids import normalize_signed
 
     path = Path(path)

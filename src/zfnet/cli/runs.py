@@ -34,10 +34,11 @@ def _print(table) -> None:
 
 
 def _print_left(table) -> None:
-    """``table`` (of strings) left-aligned, two spaces between columns."""
-    widths = [max([len(c), *table[c].map(len)]) for c in table.columns]
-    for row in [list(table.columns), *table.itertuples(index=False)]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    """``table`` (of strings) left-aligned, two spaces between columns, no trailing blanks."""
+    from tabulate import tabulate
+
+    text = tabulate(table.values.tolist(), list(table.columns), tablefmt="plain", stralign="left", disable_numparse=True)
+    print("\n".join(line.rstrip() for line in text.splitlines()))
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _run(func):
     """Run ``func(args)``; no such experiment or run is one line on stderr and status 2 (a missing or
-    unusable store too, via ``zfnet.cli``)."""
+    unusable store too, via :func:`zfnet.cli.main`)."""
     from zfnet.report.runs import RunsError
 
     def run(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def _run(func):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from zfnet.cli_options import number
+    from zfnet.cli.options import number
 
     p = sub.add_parser("runs", help="list and compare the pipeline's MLflow runs",
                        description="List the pipeline's MLflow runs (one per stage and variant) and compare "

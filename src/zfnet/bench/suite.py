@@ -1,4 +1,4 @@
-"""``zfnet bench``: measure the library against this machine's limits and peer tools, in one run.
+"""``zfnet bench`` (:mod:`zfnet.cli.bench`): measure the library against this machine's limits and peer tools, in one run.
 
 ``zfnet bench [--quick] [--json] [--device cpu|cuda] [--only SECTION,...] [--out FILE]``
 
@@ -26,9 +26,7 @@ and anything else on stderr). Exit status 1 if a section failed (its error is in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import json
 import logging
 import os
 import platform
@@ -94,16 +92,7 @@ FULL = Sizes(gemm=(512, 1024, 2048, 4096), gemm_slow=(256, 512), gemm_rounds=Rou
              viz_rounds_224=Rounds(2, min_seconds=20, warmup=0))
 
 
-def _section_list(text: str) -> list[str]:
-    """``--only``'s value: comma-separated section names."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = sorted(set(names) - set(SECTIONS))
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown section(s) {bad or [text]}; choose from {', '.join(SECTIONS)}")
-    return names
-
-
-def _sections(only: list[str] | None, quick: bool) -> list[str]:
+def sections(only: list[str] | None, quick: bool) -> list[str]:
     """The sections to run, in :data:`SECTIONS` order: ``only``, or all (but ``repro`` in quick mode)."""
     return [s for s in SECTIONS if (s in only if only else not (quick and s == "repro"))]
 
@@ -403,31 +392,3 @@ def human(report: dict) -> str:
         if items:
             lines += ["", f"## {title}", *(f"- {k}: {v}" for k, v in items.items())]
     return "\n".join(lines)
-
-
-def _run(args: argparse.Namespace) -> int:
-    sections = _sections(args.only, args.quick)
-    bench = Bench(args)
-    with contextlib.redirect_stdout(sys.stderr):  # stray prints from libraries must not break --json
-        report = bench.run(sections)
-    text = json.dumps(report, indent=2, default=str)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text if args.json else human(report))
-    return 1 if report["errors"] else 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from zfnet.cli_options import new_file
-
-    p = sub.add_parser("bench", help="benchmark training, data, visualisation and the pipeline on this machine",
-                       description=__doc__.split("\n\n")[0] + " Sections: " + ", ".join(SECTIONS) + ".")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats, no repro or torch.compile (CI)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default: cpu)")
-    p.add_argument("--only", metavar="SECTION,...", type=_section_list,
-                   help=f"run only these sections ({', '.join(SECTIONS)}); repro runs in --quick only when named here")
-    p.add_argument("--out", metavar="FILE", type=new_file, help="also write the JSON report to FILE")
-    p.add_argument("--params", default="params.yaml", help="params file, relative to --project (default: params.yaml)")
-    p.add_argument("--project", default=".", help="the repository root: params and the pipeline of repro (default: .)")
-    p.set_defaults(func=_run)

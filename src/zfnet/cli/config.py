@@ -9,12 +9,11 @@ import yaml
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zfnet.config import compose, from_dict, load_params, to_dict
+    from zfnet.cli.options import composed_config
+    from zfnet.config import to_dict
+    from zfnet.stages.common import load_config
 
-    if args.overrides or args.write:
-        cfg = from_dict(compose(args.overrides), "conf/ + " + " ".join(args.overrides))
-    else:
-        cfg = load_params(args.params)
+    cfg = composed_config(args.overrides) if args.overrides or args.write else load_config(args.params)
     if args.write:
         from dvc.utils.hydra import compose_and_dump
 
@@ -28,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from zfnet.cli_options import new_file
+    from zfnet.cli.options import new_file
 
     p = sub.add_parser(
         "config",

@@ -15,10 +15,10 @@ import subprocess
 
 def queue_commands(variants: list[str], overrides: list[str]) -> list[list[str]]:
     """One ``dvc exp run --queue`` command per variant: the profile ``overrides`` then the variant's own."""
-    from zfnet.config import compose, from_dict
+    from zfnet.cli.options import composed_config
     from zfnet.experiments.variants import hydra_overrides, variant_overrides
 
-    cfg = from_dict(compose(overrides), "conf/ + " + " ".join(overrides))
+    cfg = composed_config(overrides)
     commands = []
     for name in variants:
         sets = [*overrides, *hydra_overrides(variant_overrides(cfg, name))]

@@ -9,11 +9,11 @@ BUSY_EXIT = 75  # EX_TEMPFAIL: another retrain holds the lock; the next schedule
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zfnet.config import compose, from_dict
+    from zfnet.cli.options import composed_config
     from zfnet.retrain import RetrainBusy, RetrainError, retrain
 
     if args.overrides:  # a bad override: one line, before the lock and any work
-        from_dict(compose(args.overrides), "conf/ + " + " ".join(args.overrides))
+        composed_config(args.overrides)
     try:
         report = retrain(args.overrides)
     except RetrainBusy as exc:

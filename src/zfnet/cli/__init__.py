@@ -1,7 +1,8 @@
 """The ``zfnet`` command: what people do outside DVC.
 
-Each subcommand lives beside the library code it drives, in a module with
-``register(subparsers)`` that adds its parser and sets ``func``; this file only collects them.
+Each subcommand is a module of this package (``zfnet.cli.<command>``; ``visualize``, ``occlude`` and
+``invariance`` still live in :mod:`zfnet.viz`) with ``register(subparsers)`` that adds its parser and
+sets ``func``; this file only collects them. :mod:`zfnet.cli.options` holds what their options share.
 Bad input never ends in a traceback: a bad option is refused where it is parsed, and every error
 a user can cause (config, layout, checkpoint, image, file system) prints one line
 ``zfnet <command>: error: ...`` and exits with status 2.
@@ -13,15 +14,17 @@ import argparse
 import importlib
 import sys
 
+from zfnet.errors import first_line
+
 SUBCOMMAND_MODULES = (
-    "zfnet.cli_config",  # config
+    "zfnet.cli.config",  # config
     "zfnet.viz.command",  # visualize
     "zfnet.viz.analysis_command",  # occlude, invariance
-    "zfnet.experiments.ablation_command",  # ablation
-    "zfnet.runs_command",  # runs
-    "zfnet.findings_command",  # findings
-    "zfnet.retrain_command",  # retrain
-    "zfnet.bench.command",  # bench
+    "zfnet.cli.ablation",  # ablation
+    "zfnet.cli.runs",  # runs
+    "zfnet.cli.findings",  # findings
+    "zfnet.cli.retrain",  # retrain
+    "zfnet.cli.bench",  # bench
 )
 
 
@@ -46,8 +49,7 @@ def one_line(exc: BaseException) -> str:
     """``exc`` as one line: an ``OSError`` as ``<file>: <reason>``, anything else its first line."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as exc:
         print(f"zfnet {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

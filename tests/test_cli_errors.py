@@ -73,6 +73,13 @@ def files(tmp_path_factory) -> Path:
                  "num_classes": 4, "input_size": 64, "input_scale": 1 / 64, "classes": [f"n{i}" for i in range(4)],
                  "class_names": list(CLASS_NAMES[:4]), "mean": torch.full((3, 72, 72), 120.0)}, root / "model.pt")
     torch.save({"weights": torch.zeros(2)}, root / "foreign.pt")
+    import torchvision  # your own model: random-weight torchvision ResNet-18 state dicts, one fitting, three not
+
+    resnet = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(resnet, root / "resnet18.pth")
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), root / "resnet10.pth")
+    torch.save({k: v for k, v in resnet.items() if k != "fc.bias"}, root / "nobias.pth")
+    torch.save({**resnet, "extra": torch.zeros(1)}, root / "extra.pth")
     (root / "random.pt").write_bytes(np.random.default_rng(0).bytes(4000))
     rng = np.random.default_rng(0)
     (root / "mine").mkdir()
@@ -89,7 +96,8 @@ def files(tmp_path_factory) -> Path:
     return root
 
 
-BAD = [  # (argv with {f} for the files folder, words the error line must hold)
+BAD = [  # (argv with {f} for the files folder, {model} for --model torchvision:resnet18 (and --images for visualize),
+    # {own} for {model} with its --weights; words the error line must hold, {f} the files folder)
     ("occlude {f}/truncated.jpg", "truncated.jpg: truncated JPEG"),
     ("occlude {f}/text.jpg", "text.jpg: not an image"),
     ("occlude {f}/empty.jpg", "empty file"),
@@ -103,8 +111,9 @@ BAD = [  # (argv with {f} for the files folder, words the error line must hold)
     ("occlude {f}/good.jpg --patch x", "argument --patch: expected an integer, got 'x'"),
     ("occlude {f}/good.jpg --stride 0", "argument --stride: must be > 0, got 0"),
     ("occlude {f}/good.jpg --stride -3", "argument --stride: must be > 0, got -3"),
-    ("occlude {f}/good.jpg --layer conv9", "invalid choice: 'conv9' (choose from 'conv1', 'conv2', 'conv3'"),
-    ("occlude {f}/good.jpg --layer fc7", "invalid choice: 'fc7'"),
+    ("occlude {f}/good.jpg --layer conv9", "--layer: ConvNet has no layer 'conv9'; its layers with feature maps: "
+     "conv1, conv2, conv3, conv4, conv5"),
+    ("occlude {f}/good.jpg --layer fc7", "--layer: ConvNet layer 'fc7' has no feature maps"),
     ("occlude {f}/good.jpg --max-batch 0", "argument --max-batch: must be > 0"),
     ("occlude {f}/good.jpg --label cat", "--label: 'cat' is neither a class index (0..3) nor one of"),
     ("occlude {f}/good.jpg --label 4", "--label: '4' is neither a class index (0..3)"),
@@ -153,6 +162,41 @@ BAD = [  # (argv with {f} for the files folder, words the error line must hold)
     ("runs --params {f}/none.yaml --experiment nope list", "no MLflow store at"),
     ("retrain experiment=nonexistent", "no config 'nonexistent' in group 'experiment'"),
     ("retrain train.lrr=1", "no key 'lrr' in train"),
+    ("visualize {own} --layers layer9", "--layers: ResNet has no layer 'layer9'; its layers with feature maps: conv1, "
+     "bn1, relu, maxpool, layer1, layer1.0, layer1.0.conv1"),
+    ("visualize {own} --layers layer1.0.relu", "--layers: ResNet layer 'layer1.0.relu' has no feature maps (an (N, C, "
+     "h, w) output, called once per forward)"),
+    ("visualize {own} --layers fc", "--layers: ResNet layer 'fc' has no feature maps"),
+    ("visualize {own}", "--layers: name the layers to visualise for a ResNet"),
+    ("visualize {model} --layers layer1 --weights {f}/resnet10.pth", "--weights: {f}/resnet10.pth does not fit the model: "
+     "key 'fc.weight' is (10, 512) in the file, the model's is (1000, 512)"),
+    ("visualize {model} --layers layer1 --weights {f}/nobias.pth", "nobias.pth does not fit the model: missing key 'fc.bias'"),
+    ("visualize {model} --layers layer1 --weights {f}/extra.pth", "extra.pth does not fit the model: unexpected key 'extra'"),
+    ("visualize {model} --layers layer1 --weights {f}/random.pt", "random.pt: refused to load as a state dict (weights_only"),
+    ("visualize {model} --layers layer1 --weights {f}/none.pth", "--weights: {f}/none.pth: no such weights file"),
+    ("visualize --model torchvision:resnet18 --images {f}/mine", "--model: needs --weights FILE (no weights are ever "
+     "downloaded)"),
+    ("visualize --model torchvision:resnet81 --weights {f}/resnet18.pth --images {f}/mine",
+     "--model: torchvision has no model 'resnet81' (e.g. alexnet, vgg11, resnet18)"),
+    ("visualize --model resnet18 --weights {f}/resnet18.pth --images {f}/mine",
+     "--model: expected torchvision:NAME or package.module:factory, got 'resnet18'"),
+    ("visualize --model no_such_module:make --weights {f}/resnet18.pth --images {f}/mine",
+     "--model: cannot import 'no_such_module'"),
+    ("visualize --model zfnet.models:nothing --weights {f}/resnet18.pth --images {f}/mine",
+     "--model: module 'zfnet.models' has no 'nothing'"),
+    ("visualize --model torchvision:resnet18 --weights {f}/resnet18.pth --layers layer1", "--images: needed with --model"),
+    ("visualize {own} --layers layer1 --checkpoint {f}/model.pt", "--model: give --checkpoint or --model, not both"),
+    ("visualize --checkpoint {f}/model.pt --weights {f}/resnet18.pth --images {f}/mine", "--weights: needs --model"),
+    ("visualize {own} --layers layer1 --milestones {f}", "--milestones, --compare: zfnet checkpoints only"),
+    ("visualize {own} --layers layer1 --input-size 0", "argument --input-size: must be > 0, got 0"),
+    ("visualize {own} --layers layer1 --std 0.2 0 0.2", "argument --std: must be > 0, got 0"),
+    ("visualize {own} --layers layer1 --mean 0.5 0.5", "argument --mean: expected 3 arguments"),
+    ("occlude {f}/good.jpg {own}", "--layer: ResNet has no layer 'conv5'; its layers with feature maps: conv1, bn1"),
+    ("occlude {f}/good.jpg {own} --layer fc", "--layer: ResNet layer 'fc' has no feature maps"),
+    ("occlude {f}/good.jpg {own} --layer layer4 --patch 225", "--patch: must be <= the model's input side (224), got 225"),
+    ("invariance {f}/good.jpg {own}", "--layers: name layers 1 and 7 of torchvision:resnet18; its layers: conv1, bn1"),
+    ("invariance {f}/good.jpg {own} --layers relu nope", "--layers: ResNet has no layer 'nope'; its layers: conv1"),
+    ("invariance {f}/good.jpg {own} --layers relu", "argument --layers: expected 2 arguments"),
     ("bench --only warp", "argument --only: unknown section(s) ['warp']"),
     ("bench --out {f}/none/bench.json", "argument --out: "),
     ("bench --project {f}/none", "params.yaml: file not found"),
@@ -163,15 +207,16 @@ BAD = [  # (argv with {f} for the files folder, words the error line must hold)
 @pytest.mark.parametrize("line, words", BAD, ids=[a for a, _ in BAD])
 def test_bad_input_is_one_line_and_status_2(files, tmp_path, monkeypatch, line, words):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    argv = line.format(f=files).split()
-    if argv[0] in ("occlude", "invariance") and "--checkpoint" not in argv:
+    model = "--model torchvision:resnet18" + (f" --images {files}/mine" if line.startswith("visualize") else "")
+    argv = line.format(f=files, model=model, own=f"{model} --weights {files}/resnet18.pth").split()
+    if argv[0] in ("occlude", "invariance") and "--checkpoint" not in argv and "--model" not in argv:
         argv += ["--checkpoint", str(files / "model.pt")]
     cwd = REPO if argv[0] in ("config", "ablation", "retrain") else tmp_path  # those compose conf/
     code, out, err = zfnet(argv, cwd)
     assert code == 2, (code, err)
     prefix = "zfnet" if argv[0] == "nosuch" else f"zfnet {argv[0]}"
     assert err.count("\n") == 1 and err.startswith(prefix) and ": error: " in err, err
-    assert words in err, err
+    assert words.format(f=files) in err, err
     assert out == ""
     assert not (tmp_path / "outputs").exists(), "nothing written on bad input"
 

@@ -117,3 +117,22 @@ def test_pointing_game_uses_the_square_centre_at_the_minimum(model, images):
     assert pointing_game(maps, boxes).tolist() == [True, False]
     # chance: centres 8, 16, ..., 56 on each axis; box 0 holds x in {40, 48} and y in {24}: 2 of 49
     torch.testing.assert_close(pointing_chance(maps, boxes)[0], torch.tensor(2 / 49))
+
+
+def test_any_model_by_layer_name_even_before_an_in_place_relu(images):
+    """torchvision's AlexNet, map (b) from ``features.10`` (conv5, whose output its in-place ReLU overwrites)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    alexnet = torchvision.models.alexnet(weights=None).eval()
+    maps = occlusion(alexnet, images[:2], LABELS[:2], patch=24, stride=20, layer="features.10", max_batch=3)
+    assert maps.ys.tolist() == [0, 20, 40]
+    with torch.no_grad():
+        conv5 = alexnet.features[:11](images[:2])  # up to and with conv5, before its ReLU
+        assert torch.equal(maps.channel, conv5.flatten(2).amax(2).argmax(1))
+        occluded = images[:2].clone()
+        occluded[:, :, 20:44, 40:64] = 0.0
+        expected = alexnet.features[:11](occluded)[[0, 1], maps.channel].sum((1, 2))
+        p = alexnet(occluded).softmax(1)
+    torch.testing.assert_close(maps.feature[:, 1, 2], expected)
+    torch.testing.assert_close(maps.prob[:, 1, 2], p[[0, 1], LABELS[:2]])

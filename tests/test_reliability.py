@@ -220,7 +220,8 @@ def test_tampered_or_foreign_checkpoints_are_refused_with_a_reason(tmp_path):
 
     model = build(ModelConfig(widths=[8, 16, 16, 16, 8], fc_sizes=[32, 32]), 4, 56)
     good = tmp_path / "good.pt"
-    atomic_save({"format": FORMAT, "epoch": 3, "model": model.state_dict()}, good)
+    atomic_save({"format": FORMAT, "epoch": 3, "model": model.state_dict(), "model_config": {},
+                 "num_classes": 4, "input_size": 56}, good)
     data = good.read_bytes()
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in load_checkpoint(good)["model"].items())
     weights = data.find(model.state_dict()["features.conv1.conv.weight"].numpy().tobytes()[:64])
@@ -240,6 +241,9 @@ def test_tampered_or_foreign_checkpoints_are_refused_with_a_reason(tmp_path):
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": model.state_dict()}, foreign)
     cases["foreign.pt"] = (foreign.read_bytes(), "not a zfnet checkpoint (expected format 'zfnet-checkpoint-v1')")
+    incomplete = tmp_path / "incomplete.pt"
+    torch.save({"format": FORMAT, "epoch": 3, "model": model.state_dict()}, incomplete)
+    cases["incomplete.pt"] = (incomplete.read_bytes(), "incomplete zfnet checkpoint, missing model_config, num_classes, input_size")
     for name, (content, reason) in cases.items():
         path = tmp_path / name
         path.write_bytes(content)

@@ -1,4 +1,5 @@
-"""Receptive fields, the top-9 pass and the figures (Figs. 2, 4, 6), on small real models and images."""
+"""Receptive fields, the top-9 pass and the figures (Figs. 2, 4, 6), on small real models and images:
+ours and torchvision's (random weights), and ``zfnet visualize`` on a folder of images with either."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import torchvision
+from torch import nn
+
 from zfnet.config import ModelConfig
 from zfnet.data.synthetic import CLASS_NAMES, render_image
 from zfnet.models import build, krizhevsky, zfnet
-from zfnet.train.checkpoint import FORMAT, atomic_save
-from zfnet.viz.deconvnet import forward_to
+from zfnet.train.checkpoint import Checkpoint
 from zfnet.viz.evolution import converged_epoch, evolution, lower_layers_first, settled
 from zfnet.viz.filters import band_shares, filter_stats, filters
+from zfnet.viz.layers import LayerError, Tap
 from zfnet.viz.receptive import crop, receptive_field
 from zfnet.viz.top9 import top9, top9_figures
 
@@ -37,17 +41,35 @@ def _batches(x: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tenso
     return [(x[i : i + size], torch.arange(i, min(i + size, len(x)))) for i in range(0, len(x), size)]
 
 
-@pytest.mark.parametrize("arch, size", [("zfnet", 64), ("krizhevsky", 67)])
-def test_receptive_field_is_the_gradient_support(arch: str, size: int) -> None:
+def _acts(model: nn.Module, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    """The feature maps of ``layers`` for ``x``."""
+    out = {}
+    tap = Tap(model, list(layers), out.__setitem__, stop=False)
+    with tap:
+        tap.run(x)
+    return out
+
+
+def _model(arch: str, size: int) -> nn.Module:
     torch.manual_seed(0)
-    make = zfnet if arch == "zfnet" else krizhevsky
-    model = make(3, widths=WIDTHS, fc_sizes=(8, 8), input_size=size).double()
+    if arch in ("zfnet", "krizhevsky"):
+        return (zfnet if arch == "zfnet" else krizhevsky)(3, widths=WIDTHS, fc_sizes=(8, 8), input_size=size).double()
+    return torchvision.models.get_model(arch, weights=None).double().eval()
+
+
+@pytest.mark.parametrize("arch, size, layers", [
+    ("zfnet", 64, ("conv1", "conv2", "conv3", "conv5")),
+    ("krizhevsky", 67, ("conv1", "conv2", "conv3", "conv5")),
+    ("alexnet", 96, ("features.1", "features.4", "features.11")),
+    ("resnet18", 64, ("maxpool", "layer1", "layer2.0")),  # the last two: measured (residual adds)
+])
+def test_receptive_field_is_the_gradient_support(arch: str, size: int, layers) -> None:
+    model = _model(arch, size)
     x = torch.randn(16, 3, size, size, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in model.features.named_children()]
-    for layer in ("conv1", "conv2", "conv3", "conv5"):
-        below = forward_to(model, x, names[names.index(layer) - 1]) if layer != "conv1" else x
-        act = model.layer(layer).relu(model.layer(layer).conv(below))
-        field = receptive_field(model, layer)
+    acts = _acts(model, x, layers)
+    for layer in layers:
+        act = acts[layer]
+        field = receptive_field(model, layer, size)
         last = act.shape[-1] - 1
         for y, xx in [(0, 0), (last // 2, last), (last, last // 2)]:
             (grad,) = torch.autograd.grad(act[:, :, y, xx].sum(), x, retain_graph=True)
@@ -55,6 +77,17 @@ def test_receptive_field_is_the_gradient_support(arch: str, size: int) -> None:
             rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
             seen = [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1]
             assert field.boxes([y], [xx], (size, size))[0].tolist() == seen, (arch, layer, y, xx)
+    with pytest.raises(LayerError, match="whole image"):
+        receptive_field(model, "fc6" if arch in ("zfnet", "krizhevsky") else "avgpool", size)
+
+
+def test_receptive_fields_of_the_papers_and_torchvisions_nets() -> None:
+    assert (receptive_field(zfnet(10), "conv5").size, receptive_field(zfnet(10), "conv5").stride) == (139, 16)
+    alexnet = torchvision.models.alexnet(weights=None)
+    assert (receptive_field(alexnet, "features.11").size, receptive_field(alexnet, "features.11").stride) == (163, 16)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    field = receptive_field(resnet, "layer3", 64)  # measured on a probe grown until the field fits inside it
+    assert (field.size, field.stride) == (211, 16)
 
 
 def test_crop_cuts_the_unclipped_field_with_zeros_outside() -> None:
@@ -67,17 +100,24 @@ def test_crop_cuts_the_unclipped_field_with_zeros_outside() -> None:
     torch.testing.assert_close(patches[1], image[1, :, 13:40, 37:64])
 
 
-def test_top9_streaming_pass_equals_brute_force(images: torch.Tensor) -> None:
+@pytest.mark.parametrize("arch, layers", [
+    ("zfnet", None),
+    ("alexnet", ["features.4", "features.11"]),
+    ("resnet18", ["layer1", "layer2.0.relu"]),  # a ReLU called twice per forward
+])
+def test_top9_streaming_pass_equals_brute_force(images: torch.Tensor, arch: str, layers) -> None:
     torch.manual_seed(0)
-    model = zfnet(4, widths=WIDTHS, fc_sizes=(8, 8), input_size=64).eval()
-    streamed = top9(model, _batches(images, 7))
-    assert list(streamed) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
-    acts = {}
-    hooks = [model.layer(l).relu.register_forward_hook(lambda m, i, o, l=l: acts.__setitem__(l, o)) for l in streamed]
+    model = zfnet(4, widths=WIDTHS, fc_sizes=(8, 8), input_size=64) if arch == "zfnet" else \
+        torchvision.models.get_model(arch, weights=None)
+    model.eval()
+    if arch == "resnet18":
+        with pytest.raises(LayerError, match="more than once per forward"):
+            top9(model, _batches(images, 7), layers)
+        layers = layers[:1]
+    streamed = top9(model, _batches(images, 7), layers)
+    assert list(streamed) == (layers or ["conv1", "conv2", "conv3", "conv4", "conv5"])
     with torch.no_grad():
-        model.features(images)
-    for h in hooks:
-        h.remove()
+        acts = _acts(model, images, streamed)
     for layer, top in streamed.items():
         per_image, _ = acts[layer].flatten(2).max(2)  # (N, C)
         expected = per_image.T.topk(9, dim=1)
@@ -87,8 +127,9 @@ def test_top9_streaming_pass_equals_brute_force(images: torch.Tensor) -> None:
         assert all(len(set(row.tolist())) == 9 for row in top.images)  # 9 different images
         chosen = acts[layer][top.images, torch.arange(len(top.values))[:, None], top.ys, top.xs]
         torch.testing.assert_close(chosen, top.values)  # (y, x) point at the recorded value
-    one_layer = top9(model, _batches(images, 40), layers=["conv3"], k=3)
-    torch.testing.assert_close(one_layer["conv3"].values, streamed["conv3"].values[:, :3])
+    first = list(streamed)[0]
+    one_layer = top9(model, _batches(images, 40), layers=[first], k=3)
+    torch.testing.assert_close(one_layer[first].values, streamed[first].values[:, :3])
 
 
 def test_top9_figures_write_one_png_per_layer(images: torch.Tensor, tmp_path: Path) -> None:
@@ -149,8 +190,7 @@ def test_evolution_on_trained_milestones(images: torch.Tensor, tmp_path: Path) -
             F.cross_entropy(model(x), labels[idx]).backward()
             optimizer.step()
         path = tmp_path / f"epoch-{epoch:03d}.pt"
-        atomic_save({"format": FORMAT, "epoch": epoch, "model": model.state_dict(), "model_config": asdict(cfg),
-                     "num_classes": 4, "input_size": 64, "classes": [], "class_names": [], "mean": None}, path)
+        Checkpoint.of(model, asdict(cfg), epoch=epoch).save(path)
         paths.append(path)
     result = evolution(paths, _batches(images, 20), lambda idx: images[idx], tmp_path / "evolution.png", maps=2)
     assert result["epochs"] == [1, 2, 3] and Path(result["figure"]).is_file()
@@ -179,7 +219,7 @@ def test_visualize_command_on_prepared_shards(tmp_path: Path) -> None:
     mean, train = load_mean(tmp_path / "prepared"), ShardDataset(tmp_path / "prepared" / "train")
     cfg = ModelConfig(widths=WIDTHS, fc_sizes=[16, 16])
     torch.manual_seed(0)
-    model = build(cfg, 2, 64)
+    model = build(cfg, 2, 64, 1 / 64)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     pixels, labels = train.get_batch(list(range(len(train))))
     x = normalize(center_crop(pixels, 64), center_crop(mean, 64), 1 / 64)
@@ -187,9 +227,8 @@ def test_visualize_command_on_prepared_shards(tmp_path: Path) -> None:
         optimizer.zero_grad()
         F.cross_entropy(model(x), labels).backward()
         optimizer.step()
-        atomic_save({"format": FORMAT, "epoch": epoch, "model": model.state_dict(), "model_config": asdict(cfg),
-                     "num_classes": 2, "input_size": 64, "input_scale": 1 / 64, "classes": train.classes,
-                     "class_names": train.class_names, "mean": mean}, tmp_path / "milestones" / f"epoch-{epoch:03d}.pt")
+        Checkpoint.of(model, asdict(cfg), epoch=epoch, classes=train.classes, class_names=train.class_names,
+                      mean=mean).save(tmp_path / "milestones" / f"epoch-{epoch:03d}.pt")
     out = tmp_path / "figures"
     assert main(["visualize", "--checkpoint", str(tmp_path / "milestones" / "epoch-002.pt"),
                  "--prepared", str(tmp_path / "prepared"), "--out", str(out), "--milestones",

@@ -2,8 +2,8 @@
 
 - **deconv**: project the strongest activation of every map of ``layer`` in each of N images
   (N x C neurons) with one :meth:`Deconvnet.project` call, against a loop that computes each
-  neuron's projection as the input gradient with the deconvnet ReLU rule, times the activation (a
-  forward and a backward per neuron; the deconvnet's test oracle, tests/test_deconvnet.py). The loop is timed on at most
+  neuron's projection as the input gradient with the deconvnet's backward rules, times the activation (a
+  forward and a backward per neuron; the deconvnet's autograd path, one neuron at a time). The loop is timed on at most
   ``loop_neurons`` neurons, spread over images and channels, each neuron its own contender in the
   race (its best round kept), and the mean time per neuron extrapolated to all.
 - **top9**: one :func:`~zfnet.viz.top9.top9` pass (all five conv layers recorded) against
@@ -12,42 +12,26 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
-from torch import nn
 
 from zfnet.bench.timing import Rounds, race, target
 from zfnet.bench.train import model_macs
 from zfnet.models import ConvNet
 from zfnet.viz import Deconvnet
-from zfnet.viz.deconvnet import forward_to
+from zfnet.viz.deconvnet import DECONVNET_RULES
+from zfnet.viz.layers import BackwardRules, Tap, sequential_chain
 from zfnet.viz.top9 import top9
 
 
-@contextlib.contextmanager
-def deconvnet_relu_rule(model: nn.Module) -> Iterator[None]:
-    """While active, every ReLU's backward passes ``relu(grad_out)`` (the deconvnet rule)."""
-    hooks = [m.register_full_backward_hook(lambda mod, gin, gout: (gout[0].clamp_min(0),))
-             for m in model.modules() if isinstance(m, nn.ReLU)]
-    try:
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-def gradient_projection(model: ConvNet, image: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
+def gradient_projection(tap: Tap, act: dict, image: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
     """One neuron's projection (the map's strongest activation in one image) as an input gradient times the activation.
 
-    Call under :func:`deconvnet_relu_rule`. ``image`` ``(3, H, W)`` -> ``(3, H, W)``.
+    ``tap`` records ``layer`` into ``act``; call with :data:`~zfnet.viz.deconvnet.DECONVNET_RULES`
+    active. ``image`` ``(3, H, W)`` -> ``(3, H, W)``.
     """
     x = image[None].clone().requires_grad_(True)
-    block = model.layer(layer)
-    names = [name for name, _ in model.features.named_children()]
-    below = forward_to(model, x, names[names.index(layer) - 1]) if names.index(layer) else x
-    unit = block.relu(block.conv(below))[0, channel].max()
+    tap.run(x)
+    unit = act[layer][0, channel].max()
     (grad,) = torch.autograd.grad(unit, x)
     return grad[0] * unit.detach()
 
@@ -71,15 +55,19 @@ def bench_deconv(model: ConvNet, images: torch.Tensor, layer: str, max_batch: in
     ``flop_ratio`` (loop FLOPs / batched FLOPs: the speed-up if both ran at the same FLOP/s) and the
     sizes; and the target check (speed-up >= 20).
     """
-    channels = list(range(model.layer(layer).spec.out_channels))
+    act: dict[str, torch.Tensor] = {}
+    tap = Tap(model, [layer], act.__setitem__)
+    with torch.no_grad(), tap:
+        tap.run(images[:1])  # the tap's one-off check of the layer, outside the race
+    channels = list(range(act[layer].shape[1]))
     neurons = [(i, c) for i in range(len(images)) for c in channels]
     timed_neurons = neurons[:: max(1, len(neurons) // loop_neurons)][:loop_neurons]
     deconvnet = Deconvnet(model, max_batch)
 
     def one(i: int, c: int):
         def run() -> None:
-            with deconvnet_relu_rule(model):
-                gradient_projection(model, images[i], layer, c)
+            with BackwardRules(model, DECONVNET_RULES), tap:
+                gradient_projection(tap, act, images[i], layer, c)
 
         return run
 
@@ -87,9 +75,9 @@ def bench_deconv(model: ConvNet, images: torch.Tensor, layer: str, max_batch: in
     contenders.update({f"neuron {i}/{c}": one(i, c) for i, c in timed_neurons})
     seconds = race(contenders, images.device, rounds)
     loop_all = sum(seconds[f"neuron {i}/{c}"] for i, c in timed_neurons) / len(timed_neurons) * len(neurons)
-    names = [name for name, _ in model.features.named_children()]
     macs = model_macs(model)
-    below = sum(macs[f"features.{name}.conv"] for name in names[: names.index(layer) + 1])  # per image, to layer
+    chain = sequential_chain(model, layer, images[:1])
+    below = sum(macs.get(name, 0) for name in chain)  # conv MACs per image, up to the layer
     batched_gflop = 2 * below * (len(images) + len(neurons)) / 1e9  # the forward, then one descent per neuron
     loop_gflop = 4 * below * len(neurons) / 1e9  # per neuron: a forward and an input gradient
     result = {

@@ -14,6 +14,7 @@ preprocess preprocessing images/s vs decode-only images/s on the same JPEGs
 deconv     the batched deconvnet vs a one-neuron-at-a-time gradient loop
 occlusion  our occlusion (3 maps) vs Captum's ``Occlusion`` at its best batching (1 map)
 top9       the top-9 pass vs plain inference
+layer      a whole layer's top-9 and projections vs one inference pass (ZFNet, AlexNet at 224)
 repro      the whole default ``dvc repro`` from nothing in a temporary copy, then a no-op one
 ========== ======================================================================================
 
@@ -43,7 +44,7 @@ from zfnet.bench.timing import Rounds
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("gemm", "train", "loader", "preprocess", "deconv", "occlusion", "top9", "repro")
+SECTIONS = ("gemm", "train", "loader", "preprocess", "deconv", "occlusion", "top9", "layer", "repro")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class Sizes:
     top9_224_images: int  # 0: no 224 run
     viz_rounds: Rounds
     viz_rounds_224: Rounds
+    layer_images: int  # the layer section: images, their side, and the rounds of its pass and inference
+    layer_size: int
+    layer_rounds: Rounds
 
 
 QUICK = Sizes(gemm=(256, 512), gemm_slow=(128,), gemm_rounds=Rounds(2), batch_224=1, batch_default=8,
@@ -82,14 +86,16 @@ QUICK = Sizes(gemm=(256, 512), gemm_slow=(128,), gemm_rounds=Rounds(2), batch_22
               train_per_class=16, val_per_class=2, data_rounds=Rounds(1, warmup=0), imagenet_jpegs=0,
               deconv_images=2, loop_neurons=4,
               deconv_224_images=0, loop_neurons_224=0, occlusion_images=2, captum_settings=(1, 16), top9_images=32,
-              top9_224_images=0, viz_rounds=Rounds(1), viz_rounds_224=Rounds(1))
+              top9_224_images=0, viz_rounds=Rounds(1), viz_rounds_224=Rounds(1), layer_images=4, layer_size=64,
+              layer_rounds=Rounds(1))
 FULL = Sizes(gemm=(512, 1024, 2048, 4096), gemm_slow=(256, 512), gemm_rounds=Rounds(5, min_seconds=3), batch_224=32,
              batch_default=None, train_rounds=Rounds(3, min_seconds=20), breakdown_rounds=Rounds(3, min_seconds=10),
              breakdown_all=True, compile=True, classes=11, train_per_class=96, val_per_class=4,
              data_rounds=Rounds(5, min_seconds=30), imagenet_jpegs=16,
              deconv_images=9, loop_neurons=64, deconv_224_images=1, loop_neurons_224=8, occlusion_images=32,
              captum_settings=(1, 4, 16, 64), top9_images=1024, top9_224_images=64, viz_rounds=Rounds(3, min_seconds=15),
-             viz_rounds_224=Rounds(2, min_seconds=20, warmup=0))
+             viz_rounds_224=Rounds(2, min_seconds=20, warmup=0), layer_images=16, layer_size=224,
+             layer_rounds=Rounds(3, min_seconds=5))
 
 
 def sections(only: list[str] | None, quick: bool) -> list[str]:
@@ -234,6 +240,24 @@ class Bench:
                 self.targets += checks
         return out
 
+    def layer(self) -> dict:
+        import torchvision
+
+        from zfnet.bench.layer import bench_layer
+        from zfnet.bench.train import make_model
+        from zfnet.config import ModelConfig
+
+        s = self.sizes
+        torch.manual_seed(0)
+        models = {"ZFNet": (make_model(ModelConfig(), 1000, s.layer_size, self.cfg.train, self.device), "conv5"),
+                  "AlexNet": (torchvision.models.alexnet(weights=None).to(self.device), "features.11")}
+        out = {}
+        for label, (model, layer) in models.items():
+            out[label], checks = bench_layer(model.eval(), layer, self.images(s.layer_images, s.layer_size),
+                                             self.cfg.viz.batch_size, self.cfg.viz.max_batch, s.layer_rounds, label)
+            self.targets += checks
+        return out
+
     def repro(self) -> dict:
         from zfnet.bench.repro import bench_repro
 
@@ -362,9 +386,13 @@ def _human_rows(name: str, r: dict) -> list[str]:
         return [_table(["GEMM", "GFLOP/s"], rows)]
     if name == "train":
         return _human_train(r)
-    if name in ("deconv", "top9", "preprocess"):  # one column per model or dataset
+    if name == "layer":
+        r = {label: {**m, "projection_operators": ", ".join(f"{k[6:]} {_pct(v)}" for k, v in m["projection_operators"].items())}
+             for label, m in r.items()}
+    if name in ("deconv", "top9", "preprocess", "layer"):  # one column per model or dataset
         keys = list(dict.fromkeys(k for m in r.values() for k in m))
-        header = [f"{label} JPEGs" if name == "preprocess" else f"ZFNet {label}" for label in r]
+        header = [f"{label} JPEGs" if name == "preprocess" else label if name == "layer" else f"ZFNet {label}"
+                  for label in r]
         return [_table(["measurement", *header], [[k, *(m.get(k) for m in r.values())] for k in keys])] if r else []
     if name == "occlusion":
         r = {**r, "captum_s": ", ".join(f"{k}: {v:.3g}" for k, v in r["captum_s"].items())}

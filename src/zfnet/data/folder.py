@@ -4,6 +4,8 @@ For the ``zfnet`` commands that run on a user's own images: every file under the
 decoded (:func:`zfnet.data.images.load_rgb`, large photographs shrunk while decoding), its
 smallest side resized to ``size`` and the centre ``size x size`` crop kept, as the preprocess
 stage does. Unreadable files are skipped and listed with their reason in :attr:`ImageFiles.skipped`.
+Only the readable files' paths are kept: a batch is decoded again when it is asked for, so memory
+does not grow with the folder.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class ImageFiles:
-    """Images of ``root`` (a file or a folder, searched recursively) as ``uint8 (N, 3, size, size)``;
-    ``max_pixels``: the decompression-bomb limit of :func:`~zfnet.data.images.load_rgb`.
+    """Images of ``root`` (a file or a folder, searched recursively) as ``uint8 (N, 3, size, size)``
+    batches; ``max_pixels``: the decompression-bomb limit of :func:`~zfnet.data.images.load_rgb`.
 
     Has the :class:`~zfnet.data.shards.ShardDataset` access methods the viz passes use:
     ``len()``, ``get_batch(indices) -> (uint8 (B, 3, S, S), int64 (B,) zeros)`` and ``paths()``.
@@ -36,29 +38,32 @@ class ImageFiles:
         files = [root] if root.is_file() else sorted(
             p for p in root.rglob("*") if listed_file(p) and not p.name.startswith(".")
         )
-        crops, self._paths, self.skipped = [], [], []
+        self.size, self.max_pixels = size, max_pixels
+        self._paths, self.skipped = [], []
         for path in files:
             try:
-                crop, _ = resize_center_crop(load_rgb(path, max_pixels, shrink_to=size), size)
+                self._crop(path)
             except BadImage as exc:
                 self.skipped.append((str(path), exc.reason))
                 continue
-            crops.append(np.ascontiguousarray(crop.transpose(2, 0, 1)))
             self._paths.append(str(path))
-        if not crops:
+        if not self._paths:
             first = f": {self.skipped[0][0]}: {self.skipped[0][1]}, ..." if self.skipped else ""
             raise FileNotFoundError(f"{root}: no readable image found ({len(self.skipped)} unreadable files{first})")
         for path, reason in self.skipped:
             log.warning("skipping %s: %s", path, reason)
-        self.images = torch.from_numpy(np.stack(crops))
-        self.size = size
+
+    def _crop(self, path: str | Path) -> np.ndarray:
+        crop, _ = resize_center_crop(load_rgb(path, self.max_pixels, shrink_to=self.size), self.size)
+        return np.ascontiguousarray(crop.transpose(2, 0, 1))
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self._paths)
 
     def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        return self.images[idx], torch.zeros(len(idx), dtype=torch.long)
+        """The images at ``indices``, decoded now: ``(uint8 (B, 3, size, size), int64 (B,) zeros)``."""
+        crops = np.stack([self._crop(self._paths[int(i)]) for i in indices])
+        return torch.from_numpy(crops), torch.zeros(len(crops), dtype=torch.long)
 
     def paths(self) -> list[str]:
         return list(self._paths)

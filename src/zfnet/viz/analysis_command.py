@@ -1,5 +1,6 @@
 """The analyses of the trained model (Figs. 5, 7, 8; Table 1): the ``analyze`` stage's work and the
-``zfnet occlude`` / ``zfnet invariance`` commands on a user's own image.
+``zfnet occlude`` / ``zfnet invariance`` commands on a user's own image, with a zfnet checkpoint or
+any model (``--model torchvision:alexnet --weights FILE``, :mod:`zfnet.viz.network`).
 
 :func:`analyze` is what the DVC stage (:mod:`zfnet.stages.analyze`) calls: occlusion maps of the
 validation images with the pointing game on their known boxes (Fig. 7), invariance curves
@@ -17,56 +18,20 @@ from pathlib import Path
 import torch
 
 from zfnet.config import AnalyzeConfig, ConfigError
-from zfnet.data.transforms import center_crop, normalize
+from zfnet.data.transforms import center_crop
+from zfnet.models.inputs import InputSpec
 
 
-class Inputs:
-    """How a checkpoint's model sees images: ``mean`` ``(3, S, S)``, ``input_scale``, ``input_size``.
-
-    :meth:`model_input` turns uint8 ``(N, 3, S, S)`` preprocessed images into the normalised full
-    images ``(N, 3, S, S)``; :meth:`pixels` turns ``(N, 3, h, w)`` centre-cropped model input back
-    into displayable ``[0, 1]`` images.
-    """
-
-    def __init__(self, ckpt: dict, device: torch.device | str = "cpu"):
-        self.mean = ckpt["mean"].float().to(device)
-        self.input_scale = float(ckpt.get("input_scale", 1.0))
-        self.input_size = int(ckpt["input_size"])
-        self.size = self.mean.shape[-1]
-        self.offset = (self.size - self.input_size) // 2  # of the centre crop in the S x S image
-
-    def model_input(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images.to(self.mean.device), self.mean, self.input_scale)
-
-    def pixels(self, x: torch.Tensor) -> torch.Tensor:
-        mean = center_crop(self.mean, x.shape[-1]).to(x.device)
-        return ((x / self.input_scale + mean) / 255.0).clamp(0, 1)
-
-    def load(self, path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
-        """One image file, preprocessed like the pipeline (a large one shrunk while decoding, up to
-        ``max_pixels`` decoded): normalised full image ``(1, 3, S, S)``. Raises ``BadImage`` naming the file."""
-        import numpy as np
-
-        from zfnet.data.images import BadImage, load_rgb, resize_center_crop
-
-        try:
-            crop, _ = resize_center_crop(load_rgb(path, max_pixels, shrink_to=self.size), self.size)
-        except BadImage as exc:
-            hint = " (--max-pixels raises the limit)" if exc.reason.startswith("decompression bomb") else ""
-            raise BadImage(f"{path}: {exc.reason}{hint}") from None
-        return self.model_input(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])
-
-
-def occlusion_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: torch.Tensor, class_names,
+def occlusion_with_figure(model, inputs: InputSpec, images: torch.Tensor, labels: torch.Tensor, class_names,
                           patch: int, stride: int, layer: str, max_batch: int, path: Path | None,
                           shown: list[int] | None = None):
-    """Occlusion maps of ``images`` (``(N, 3, S, S)`` normalised full images, centre-cropped here)
+    """Occlusion maps of ``images`` (``(N, 3, S, S)`` full images in model units, centre-cropped here)
     and the deconvnet projection of each image's strongest activation of its strongest map ``(N, 3,
     h, w)``; with ``path``, Fig. 7 for the images at ``shown`` (default: all). Returns both."""
     from zfnet.viz.deconvnet import Deconvnet
     from zfnet.viz.occlusion import occlusion, occlusion_figure
 
-    x = center_crop(images, inputs.input_size)
+    x = center_crop(images, inputs.size)
     maps = occlusion(model, x, labels, patch, stride, layer=layer, max_batch=max_batch)
     deconvnet = Deconvnet(model)
     projections = torch.cat([deconvnet.project(x[i : i + 1], layer, [int(maps.channel[i])], "max")[:, 0]
@@ -78,15 +43,16 @@ def occlusion_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: t
     return maps, projections
 
 
-def invariance_with_figure(model, inputs: Inputs, images: torch.Tensor, labels: torch.Tensor, names: list[str],
-                           cfg, path: Path, csv_path: Path | None = None):
-    """Fig. 5 for ``images`` (``(N, 3, S, S)`` normalised full images): curves, figure, optional CSV of
-    every point. Returns the :class:`~zfnet.viz.invariance.InvarianceCurves`."""
+def invariance_with_figure(model, inputs: InputSpec, images: torch.Tensor, labels: torch.Tensor, names: list[str],
+                           cfg, path: Path, csv_path: Path | None = None, layers: tuple[str, str] | None = None):
+    """Fig. 5 for ``images`` (``(N, 3, S, S)`` full images in model units): curves, figure, optional CSV
+    of every point; ``layers``: layers 1 and 7 (default ZFNet's). Returns the
+    :class:`~zfnet.viz.invariance.InvarianceCurves`."""
     from zfnet.viz.invariance import amounts, invariance, invariance_figure
 
-    transforms = amounts(cfg.translation, cfg.scale, cfg.rotation_step, cfg.steps, inputs.input_size)
-    curves = invariance(model, images, labels, inputs.input_size, transforms)
-    invariance_figure(curves, images[0], names, path, inputs.input_size, inputs.pixels)
+    transforms = amounts(cfg.translation, cfg.scale, cfg.rotation_step, cfg.steps, inputs.size)
+    curves = invariance(model, images, labels, inputs.size, transforms, layers=layers)
+    invariance_figure(curves, images[0], names, path, inputs.size, inputs.pixels)
     if csv_path is not None:
         with open(csv_path, "w", newline="") as fh:
             out = csv.writer(fh)
@@ -113,17 +79,16 @@ def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: 
     import numpy as np
 
     from zfnet.data.shards import ShardDataset
-    from zfnet.train.checkpoint import load_model
     from zfnet.stats import mean_se
     from zfnet.viz.correspondence import correspondence, correspondence_figure, table1
     from zfnet.viz.invariance import spread_classes
+    from zfnet.viz.network import from_checkpoint
     from zfnet.viz.occlusion import pointing_chance, pointing_game, projection_correlation
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model, ckpt = load_model(checkpoint, map_location=device)
-    inputs = Inputs(ckpt, device)
-    names = list(ckpt["class_names"])
+    network = from_checkpoint(checkpoint, device)
+    model, inputs, names = network.model, network.inputs, network.class_names
     val = ShardDataset(Path(prepared) / "val")
     metrics: dict[str, float] = {}
 
@@ -131,11 +96,11 @@ def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: 
     start = time.perf_counter()
     scored = balanced(val.labels(), o.images or len(val))
     images, labels = val.get_batch(scored)
-    images, labels = inputs.model_input(images), labels.to(device)
+    images, labels = inputs.normalize(images.to(device)), labels.to(device)
     shown = spread_classes(labels.cpu().numpy(), len(names), o.figure_images)
     maps, projections = occlusion_with_figure(model, inputs, images, labels, names, o.patch, o.stride, o.layer,
                                               o.max_batch, out / "occlusion.png", shown)
-    boxes = torch.from_numpy(val.boxes()[scored]).to(device) - inputs.offset  # crop pixels -> input pixels
+    boxes = torch.from_numpy(val.boxes()[scored]).to(device) - inputs.offset  # image pixels -> input pixels
     known = ~boxes.isnan().any(1)
     hits, chance = pointing_game(maps, boxes)[known], pointing_chance(maps, boxes)[known]
     metrics["occlusion_seconds"] = time.perf_counter() - start
@@ -156,8 +121,7 @@ def analyze(checkpoint: str | Path, prepared: str | Path, out: str | Path, cfg: 
 
     c = cfg.correspondence
     start = time.perf_counter()
-    result = correspondence(model, inputs.mean, inputs.input_scale, inputs.input_size, c.sets, c.per_set,
-                            cfg.seed, side, c.margin)
+    result = correspondence(model, inputs.mean, inputs.scale, inputs.size, c.sets, c.per_set, cfg.seed, side, c.margin)
     table1(result, out)
     correspondence_figure(result["first_set"], out / "correspondence.png", inputs.pixels)
     for mask, row in result["table"].items():
@@ -187,7 +151,7 @@ def balanced(labels, count: int) -> list[int]:
         else list(range(len(labels)))
 
 
-def _invariance_tests(model, inputs: Inputs, val, names: list[str], cfg, out: Path) -> dict:
+def _invariance_tests(model, inputs: InputSpec, val, names: list[str], cfg, out: Path) -> dict:
     """Fig. 5 for ``cfg.images`` images (classes spread, upright and symmetric ones first where the
     dataset has them) and, on ``cfg.test_images`` images of each rotation group, the numbers its
     findings are judged on (:func:`~zfnet.viz.invariance.rotation_groups`)."""
@@ -202,21 +166,20 @@ def _invariance_tests(model, inputs: Inputs, val, names: list[str], cfg, out: Pa
              if (labels == c).any()]
     shown += [i for i in spread_classes(labels, len(names), cfg.images) if i not in shown]
     images, shown_labels = val.get_batch(shown[: cfg.images])
-    invariance_with_figure(model, inputs, inputs.model_input(images), shown_labels,
+    invariance_with_figure(model, inputs, inputs.normalize(images), shown_labels,
                            [names[int(c)] for c in shown_labels], cfg, out / "invariance.png", out / "invariance.csv")
     metrics: dict[str, float] = {}
-    transforms = amounts(cfg.translation, cfg.scale, cfg.rotation_step, cfg.steps, inputs.input_size)
+    transforms = amounts(cfg.translation, cfg.scale, cfg.rotation_step, cfg.steps, inputs.size)
     tested = balanced(labels, cfg.test_images)
     images, test_labels = val.get_batch(tested)
-    curves = invariance(model, inputs.model_input(images), test_labels, inputs.input_size, transforms)
+    curves = invariance(model, inputs.normalize(images), test_labels, inputs.size, transforms)
     for kind in ("translation", "scale"):
         l1, l7 = per_image(curves, kind, "l1_norm"), per_image(curves, kind, "l7_norm")
         metrics[f"invariance_{kind}_l1_over_l7"] = float(l1.mean() / l7.mean().clamp_min(1e-12))
         metrics[f"invariance_{kind}_l7_below_l1"] = float((l7 < l1).float().mean())
         metrics[f"invariance_{kind}_top1"], metrics[f"invariance_{kind}_top1_se"] = mean_se(per_image(curves, kind, "correct"))
     metrics["invariance_images"] = len(tested)
-    original = invariance(model, inputs.model_input(images), test_labels, inputs.input_size,
-                          {"translation": torch.zeros(1)})
+    original = invariance(model, inputs.normalize(images), test_labels, inputs.size, {"translation": torch.zeros(1)})
     metrics["invariance_original_top1"] = float(original.correct["translation"].float().mean())
     for group, classes in groups.items():
         of_group = torch.isin(test_labels, torch.tensor(classes, dtype=test_labels.dtype))
@@ -239,19 +202,17 @@ def _label(arg: str | None, names: list[str], predicted: int) -> int:
 
 
 def _setup(args: argparse.Namespace):
-    """Model, inputs, class names, the image ``(1, 3, S, S)`` and its label ``(1,)``."""
+    """The network (:mod:`zfnet.viz.network`), the image ``(1, 3, S, S)`` in model units and its label ``(1,)``."""
     from zfnet.cli_options import device as resolve_device
-    from zfnet.train.checkpoint import load_model
+    from zfnet.viz.network import from_args
 
     device = resolve_device(args.device)
-    model, ckpt = load_model(args.checkpoint, map_location=device)
-    inputs = Inputs(ckpt, device)
-    names = list(ckpt["class_names"])
-    image = inputs.load(args.image, args.max_pixels)
+    network = from_args(args, device)
+    image = network.inputs.normalize(network.inputs.load(args.image, args.max_pixels).to(device))
     with torch.no_grad():
-        predicted = int(model(center_crop(image, inputs.input_size)).argmax(1))
-    label = torch.tensor([_label(args.label, names, predicted)], device=device)
-    return model, inputs, names, image, label
+        predicted = int(network.model(center_crop(image, network.inputs.size)).argmax(1))
+    label = torch.tensor([_label(args.label, network.class_names, predicted)], device=device)
+    return network, image, label
 
 
 def _out(args: argparse.Namespace, command: str) -> Path:
@@ -275,16 +236,20 @@ def _done(command: str, out: Path, names: list[str]) -> None:
 
 
 def _occlude(args: argparse.Namespace) -> int:
-    model, inputs, names, image, label = _setup(args)
-    if args.layer not in model.layer_names():
-        raise ConfigError(f"--layer: {args.checkpoint} has no layer {args.layer!r}; its conv layers: "
-                          + ", ".join(n for n in model.layer_names() if n.startswith("conv")))
-    if args.patch > inputs.input_size:
-        raise ConfigError(f"--patch: must be <= the model's input side ({inputs.input_size}), got {args.patch}")
+    from zfnet.viz.layers import LayerError, check_maps
+
+    network, image, label = _setup(args)
+    model, inputs, names = network.model, network.inputs, network.class_names
+    try:
+        check_maps(model, [args.layer], inputs.size)
+    except LayerError as exc:
+        raise ConfigError(f"--layer: {exc}") from None
+    if args.patch > inputs.size:
+        raise ConfigError(f"--patch: must be <= the model's input side ({inputs.size}), got {args.patch}")
     out = _out(args, "occlude")
     path = out / "occlusion.png"
     maps, _ = occlusion_with_figure(model, inputs, image, label, names, args.patch, args.stride, args.layer,
-                                 args.max_batch, path)
+                                    args.max_batch, path)
     k = int(maps.prob[0].flatten().argmin())
     y, x = int(maps.ys[k // len(maps.xs)]), int(maps.xs[k % len(maps.xs)])
     print(json.dumps({
@@ -299,27 +264,38 @@ def _occlude(args: argparse.Namespace) -> int:
 
 def _invariance(args: argparse.Namespace) -> int:
     from zfnet.config import InvarianceConfig
+    from zfnet.viz.layers import LayerError, block, blocks, names as layer_names
 
     low, high = args.scale
     if not low < high:
         raise ConfigError(f"--scale: MIN must be < MAX, got {low:g} {high:g}")
-    model, inputs, names, image, label = _setup(args)
+    network, image, label = _setup(args)
+    if args.layers is None and not blocks(network.model):
+        raise ConfigError(f"--layers: name layers 1 and 7 of {network.name}; its layers: "
+                          + ", ".join(layer_names(network.model)))
+    try:
+        for name in args.layers or ():
+            block(network.model, name)
+    except LayerError as exc:
+        raise ConfigError(f"--layers: {exc}") from None
     cfg = InvarianceConfig(translation=args.translation, scale=[low, high], steps=args.steps,
                            rotation_step=args.rotation_step)
     out = _out(args, "invariance")
     path = out / "invariance.png"
-    curves = invariance_with_figure(model, inputs, image, label, [names[int(label)]], cfg, path, out / "invariance.csv")
+    names = network.class_names
+    curves = invariance_with_figure(network.model, network.inputs, image, label, [names[int(label)]], cfg, path,
+                                    out / "invariance.csv", args.layers)
     print(json.dumps({"figure": str(path), "label": names[int(label)], "summary": curves.summary()}, indent=2))
     _done("invariance", out, names)
     return 0
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
-    from zfnet.cli_options import checkpoint_file, max_pixels_option, mirror
+    from zfnet.cli_options import max_pixels_option, mirror
+    from zfnet.viz.network import add_options
 
-    p.add_argument("image", help="an image file (any format PIL reads); resized and cropped like the pipeline's")
-    p.add_argument("--checkpoint", type=checkpoint_file, default="models/model.pt",
-                   help="trained checkpoint (default: models/model.pt)")
+    p.add_argument("image", help="an image file (any format PIL reads); resized and cropped like the model's input")
+    add_options(p)
     p.add_argument("--label", help="true class (name or index); default: the model's prediction")
     p.add_argument("--out", metavar="DIR", help=f"output folder (default: a new outputs/{command}-<time>/)")
     max_pixels_option(p)
@@ -329,7 +305,6 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     from zfnet.cli_options import mirror, number
     from zfnet.config import InvarianceConfig, OcclusionConfig
-    from zfnet.models import CONV_LAYERS
 
     p = sub.add_parser(
         "occlude", help="occlusion maps of one image (Fig. 7)",
@@ -340,7 +315,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p, "occlude")
     mirror(p, "--patch", OcclusionConfig, "patch", "square side, input pixels", type=number(int, gt=0))
     mirror(p, "--stride", OcclusionConfig, "stride", "step between positions, input pixels", type=number(int, gt=0))
-    mirror(p, "--layer", OcclusionConfig, "layer", "conv layer of map (b)", choices=CONV_LAYERS)
+    mirror(p, "--layer", OcclusionConfig, "layer", "layer whose strongest feature map is map (b): ZFNet's "
+           "conv1..conv5, or a module name of your --model (e.g. features.11 of torchvision's alexnet)")
     mirror(p, "--max-batch", OcclusionConfig, "max_batch", "occluded images per forward", type=number(int, gt=0))
     p.set_defaults(func=_occlude)
 
@@ -358,4 +334,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     mirror(p, "--steps", InvarianceConfig, "steps", "amounts per translation/scale curve", type=number(int, gt=0))
     mirror(p, "--rotation-step", InvarianceConfig, "rotation_step", "degrees between rotations, in (0, 360]",
            type=number(float, gt=0, le=360))
+    p.add_argument("--layers", nargs=2, metavar=("L1", "L7"), help="the layers compared as layers 1 and 7 "
+                   "(default: ZFNet's conv1 and fc7; name them for your --model, e.g. features.1 classifier.5)")
     p.set_defaults(func=_invariance)

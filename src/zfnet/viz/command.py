@@ -1,9 +1,11 @@
-"""``zfnet visualize``: the paper's feature figures for a trained checkpoint (Figs. 2, 4, 6).
+"""``zfnet visualize``: the paper's feature figures for a trained checkpoint or any model (Figs. 2, 4, 6).
 
 :func:`visualize` is what both the CLI and the DVC stage (:mod:`zfnet.stages.visualize`) call:
 top-9 projections and patches per layer (Fig. 2), the layer-1 filters with their dead-filter and
 frequency numbers (Fig. 6; also for any checkpoints to compare, e.g. the Krizhevsky 11x11/4
-replica), and, given milestone checkpoints, the feature evolution (Fig. 4).
+replica), and, given milestone checkpoints, the feature evolution (Fig. 4). ``--model
+torchvision:alexnet --weights FILE --images DIR --layers features.11`` runs it on your own model
+(:mod:`zfnet.viz.network`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Mapping, Sequence
 
 import torch
 
+from zfnet.viz.network import Network
+
 
 def visualize(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Network,
     prepared: str | Path,
     out: str | Path,
     milestones: Sequence[str | Path] = (),
@@ -34,11 +38,13 @@ def visualize(
     device: str | torch.device = "cpu",
     images_dir: str | Path | None = None,
     max_pixels: int | None = None,
+    layers: Sequence[str] | None = None,
 ) -> dict:
     """Write the figures into ``out`` and return their paths and numbers.
 
     Args:
-        checkpoint: the trained model (``models/model.pt``).
+        checkpoint: the trained model (``models/model.pt``), or any model as a
+            :class:`~zfnet.viz.network.Network` (then ``images_dir`` is needed).
         prepared: the prepared shards folder (``data/prepared``); mean and input scale come from the checkpoint.
         out: output folder: ``top9_<layer>.png``, ``filters_conv1.png``, ``filters_<label>.png``, ``evolution.png``.
         milestones: milestone checkpoints, epochs ascending (empty: no Fig. 4).
@@ -51,8 +57,9 @@ def visualize(
         max_images: images used per split (None: all).
         batch_size: images per forward of the passes; max_batch: deconvnet chunk size.
         device: where the models run.
-        images_dir: scan this folder of image files (any layout; preprocessed like the pipeline)
-            instead of the prepared splits; max_pixels: their decompression-bomb limit.
+        images_dir: scan this folder of image files (any layout; resized and cropped as the model
+            expects) instead of the prepared splits; max_pixels: their decompression-bomb limit.
+        layers: the layers of Fig. 2 (:mod:`zfnet.viz.layers`); default ZFNet's ``conv1``..``conv5``.
 
     Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None, "purity":
     {"chance": float, layer: [class purity of each live map's top-9]} | None (an image folder has no
@@ -60,32 +67,32 @@ def visualize(
     """
     from zfnet.data.folder import ImageFiles
     from zfnet.data.shards import ShardDataset
-    from zfnet.train.checkpoint import load_model
     from zfnet.viz.evolution import evolution
     from zfnet.viz.filters import filters
-    from zfnet.viz.top9 import ShardImages, class_purity, purity_chance, top9, top9_figures
+    from zfnet.viz.network import from_checkpoint
+    from zfnet.viz.top9 import Images, class_purity, purity_chance, top9, top9_figures
 
     out, prepared = Path(out), Path(prepared)
-    model, ckpt = load_model(checkpoint, map_location=device)
+    network = checkpoint if isinstance(checkpoint, Network) else from_checkpoint(checkpoint, device)
+    if images_dir is None and network.checkpoint is None:
+        raise ValueError("visualize: a model without a zfnet checkpoint needs images_dir (a folder of images)")
+    folder = ImageFiles(images_dir, network.inputs.resize, max_pixels) if images_dir is not None else None
 
-    folder = ImageFiles(images_dir, ckpt["mean"].shape[-1], max_pixels) if images_dir is not None else None
-
-    def images(name: str) -> ShardImages:
+    def images(name: str) -> Images:
         dataset = folder if folder is not None else ShardDataset(prepared / name)
-        return ShardImages(dataset, ckpt["mean"], ckpt.get("input_scale", 1.0),
-                           ckpt["input_size"], batch_size, max_images, device)
+        return Images(dataset, network.inputs, batch_size, max_images, device)
 
     data = images(split)
-    tops = top9(model, data)
-    figures = top9_figures(model, tops, data.fetch, out, maps, data.pixels, max_batch)
+    tops = top9(network.model, data, layers)
+    figures = top9_figures(network.model, tops, data.fetch, out, maps, data.pixels, max_batch)
     purity = None
     if folder is None:  # the prepared split has labels: how class-specific each layer's top-9 is
         labels = data.dataset.labels()[: len(data)]
         purity = {"chance": purity_chance(labels),
                   **{layer: [float(v) for v in class_purity(top, labels)] for layer, top in tops.items()}}
-    stats = {"conv1": filters(model, out / "filters_conv1.png", dead_ratio)}
+    stats = {"conv1": filters(network.model, out / "filters_conv1.png", dead_ratio)}
     for label, path in (compare or {}).items():
-        stats[label] = filters(load_model(path)[0], out / f"filters_{label}.png", dead_ratio,
+        stats[label] = filters(from_checkpoint(path).model, out / f"filters_{label}.png", dead_ratio,
                                title=f"{label}: conv1 filters")
     evolved = None
     if milestones:
@@ -125,12 +132,25 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from zfnet.cli_options import device, output_dir
+    from zfnet.config import ConfigError
+    from zfnet.viz.layers import LayerError, check_maps
+    from zfnet.viz.network import from_args
+    from zfnet.viz.top9 import default_layers
 
+    network = from_args(args, device(args.device))
+    if network.checkpoint is None and args.images is None:
+        raise ConfigError("--images: needed with --model (a folder of your images to scan)")
+    if network.checkpoint is None and (args.milestones or args.compare):
+        raise ConfigError("--milestones, --compare: zfnet checkpoints only, not with --model")
+    try:
+        check_maps(network.model, args.layers or default_layers(network.model), network.inputs.size)
+    except LayerError as exc:
+        raise ConfigError(f"--layers: {exc}") from None
     out = output_dir(args.out, "visualize")
     result = visualize(
-        args.checkpoint, args.prepared, out, _milestones(args.milestones), dict(args.compare), args.split,
+        network, args.prepared, out, _milestones(args.milestones), dict(args.compare), args.split,
         args.evolution_split, args.maps, args.evolution_maps, args.stable, args.dead_ratio, args.max_images or None,
-        args.batch_size, args.max_batch, device(args.device), args.images, args.max_pixels,
+        args.batch_size, args.max_batch, device(args.device), args.images, args.max_pixels, args.layers,
     )
     print(json.dumps(result, indent=2))
     if result["images"] < 9:
@@ -141,23 +161,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from zfnet.cli_options import checkpoint_file, max_pixels_option, mirror, number
+    from zfnet.cli_options import max_pixels_option, mirror, number
     from zfnet.config import VizConfig
+    from zfnet.viz.network import add_options
 
     p = sub.add_parser(
         "visualize",
-        help="deconvnet figures of a checkpoint: top-9 (Fig. 2), evolution (Fig. 4), filters (Fig. 6)",
-        description="Project the 9 strongest activations of each feature map of conv1..conv5 to pixel "
-        "space with the deconvnet, next to their receptive-field patches (Fig. 2); draw the layer-1 "
-        "filters with dead-filter and frequency numbers (Fig. 6); with --milestones, show how the "
-        "strongest activations evolve over training and when each layer converges (Fig. 4). "
-        "Prints the figure paths and numbers as JSON.",
+        help="deconvnet figures of a checkpoint or your own model: top-9 (Fig. 2), evolution (Fig. 4), filters (Fig. 6)",
+        description="Project the 9 strongest activations of each feature map of conv1..conv5 (or of the "
+        "--layers of your --model) to pixel space with the deconvnet, next to their receptive-field "
+        "patches (Fig. 2); draw the layer-1 filters with dead-filter and frequency numbers (Fig. 6); "
+        "with --milestones, show how the strongest activations evolve over training and when each "
+        "layer converges (Fig. 4). Prints the figure paths and numbers as JSON.",
     )
-    p.add_argument("--checkpoint", type=checkpoint_file, default="models/model.pt",
-                   help="trained checkpoint (default: models/model.pt)")
+    add_options(p)
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers of Fig. 2 (default: ZFNet's conv1..conv5; "
+                   "module names of your --model, e.g. features.11 of torchvision's alexnet, layer3 of resnet18)")
     p.add_argument("--prepared", default="data/prepared", help="prepared shards folder (default: data/prepared)")
     p.add_argument("--images", metavar="DIR", help="a folder of your own image files (any layout) to scan "
-                   "instead of the prepared splits; they are resized and cropped like the pipeline's")
+                   "instead of the prepared splits; they are resized and cropped as the model expects")
     max_pixels_option(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: a new outputs/visualize-<time>/; "
                    "the pipeline's figures/visualize is a DVC out)")

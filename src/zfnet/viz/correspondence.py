@@ -34,9 +34,11 @@ import torch
 
 from zfnet.data.images import map_box, resize_center_crop
 from zfnet.data.synthetic import FACE_PARTS, FACES, render_face
+from torch import nn
+
 from zfnet.data.transforms import center_crop, normalize
-from zfnet.models import ConvNet
 from zfnet.viz.features import last_hidden, layer_features
+from zfnet.viz.layers import resolve
 
 MASKS = (*FACE_PARTS, "random")
 # Table 1 of the paper: mask -> {layer: (mean, std)} (layer 5 and layer 7, dog faces, ImageNet model).
@@ -115,7 +117,7 @@ def delta(eps: torch.Tensor) -> float:
 
 @torch.no_grad()
 def correspondence(
-    model: ConvNet,
+    model: nn.Module,
     mean: torch.Tensor,
     input_scale: float,
     input_size: int,
@@ -124,16 +126,22 @@ def correspondence(
     seed: int = 0,
     side: tuple[int, int] = (128, 152),
     margin: float = 1.0,
+    layers: dict[str, str] | None = None,
 ) -> dict:
     """Table 1: Delta at layers 5 and 7 for each mask, over ``sets`` sets of ``per_set`` faces
     (set ``s`` of breed ``FACES[s % 3]``).
+
+    ``layers``: ``{"layer5": name, "layer7": name}``, feature maps read as
+    :func:`~zfnet.viz.layers.resolve` does (ZFNet's ``conv5``: post-ReLU, before pooling); default
+    ``conv5`` and :func:`~zfnet.viz.features.last_hidden`.
 
     Returns ``{"deltas": {mask: {"layer5"|"layer7": [Delta per set]}}, "table": {mask: {layer:
     (mean, std)}}, "layers": {"layer5": "conv5", "layer7": <fc7 or the last hidden layer>},
     "first_set": FaceSet}``.
     """
     model.eval()
-    layers = {"layer5": "conv5", "layer7": last_hidden(model)}
+    layers = layers or {"layer5": "conv5", "layer7": last_hidden(model)}
+    maps = {key: resolve(model, name) for key, name in layers.items()}
     deltas = {m: {k: [] for k in layers} for m in MASKS}
     first = None
     for s in range(sets):
@@ -141,8 +149,8 @@ def correspondence(
         if first is None:
             first = faces
         masked = torch.cat([faces.images.masked_fill(faces.masks[m][:, None], 0.0) for m in MASKS])
-        feats = layer_features(model, torch.cat([faces.images, masked]), list(layers.values()), child="relu")
-        for key, layer in layers.items():
+        feats = layer_features(model, torch.cat([faces.images, masked]), list(maps.values()))
+        for key, layer in maps.items():
             x = feats[layer]
             original, occluded = x[:per_set], x[per_set:].view(len(MASKS), per_set, -1)
             for m, occ in zip(MASKS, occluded):

@@ -36,10 +36,10 @@ from typing import Sequence
 
 import torch
 
-from zfnet.train.checkpoint import load_model
+from zfnet.train.checkpoint import Checkpoint
 from zfnet.viz.features import layer_features
 from zfnet.viz.grids import normalize_signed, resize, save_figure, tile
-from zfnet.viz.receptive import crop, receptive_field
+from zfnet.viz.receptive import receptive_field
 from zfnet.viz.top9 import Batches, Fetch, TopActivations, project_top, top9
 
 
@@ -144,7 +144,8 @@ def evolution(
     if not checkpoints:
         raise ValueError("evolution needs at least one checkpoint")
     paths = list(checkpoints)
-    final_model, final_ckpt = load_model(paths[-1], map_location=device)
+    final_ckpt = Checkpoint.load(paths[-1], map_location=device)
+    final_model = final_ckpt.build()
     final = top9(final_model, batches)
     layers = list(final)
     probe = fetch(torch.arange(min(probe_images, len(batches))))
@@ -153,22 +154,21 @@ def evolution(
     chosen = {layer: final[layer].strongest_maps(maps) for layer in layers}
     epochs, tiles, overlaps = [], {layer: [] for layer in layers}, {layer: [] for layer in layers}
     for path in paths:  # one model in memory besides the final one
-        model, ckpt = (final_model, final_ckpt) if path == paths[-1] else load_model(path, map_location=device)
+        ckpt = final_ckpt if path == paths[-1] else Checkpoint.load(path, map_location=device)
+        model = final_model if ckpt is final_ckpt else ckpt.build()
         tops = final if model is final_model else top9(model, batches)
-        if epochs and int(ckpt["epoch"]) <= epochs[-1]:
-            raise ValueError(f"checkpoints must be in ascending epoch order: {path} (epoch {ckpt['epoch']}) after epoch {epochs[-1]}")
-        epochs.append(int(ckpt["epoch"]))
+        if epochs and ckpt.epoch <= epochs[-1]:
+            raise ValueError(f"checkpoints must be in ascending epoch order: {path} (epoch {ckpt.epoch}) after epoch {epochs[-1]}")
+        epochs.append(ckpt.epoch)
         features = None if model is final_model else layer_features(model, probe, layers)
         for layer in layers:
             grams[layer].append(final_grams[layer] if features is None else gram(features[layer]))
             live = final[layer].values[:, 0] > 0
             shared = overlap(tops[layer], final[layer])[live].float()
             overlaps[layer].append(float(shared.mean()) if live.any() else float(final[layer].values.shape[1]))
-            first = _strongest(tops[layer])
-            recon, _ = project_top(model, layer, first, chosen[layer], fetch, max_batch)
-            ys, xs = first.ys[chosen[layer]].flatten(), first.xs[chosen[layer]].flatten()
-            field = receptive_field(model, layer)
-            tiles[layer].append(resize(normalize_signed(crop(recon[:, 0], field, ys, xs)), tile_size))
+            recon, _ = project_top(model, layer, _strongest(tops[layer]), chosen[layer], fetch, max_batch,
+                                   receptive_field(model, layer))
+            tiles[layer].append(resize(normalize_signed(recon[:, 0]), tile_size))
     rows = torch.cat([torch.stack(tiles[layer], 1) for layer in layers])  # (maps per layer x layers, epochs, 3, s, s)
     row_labels = [f"{layer} #{c}" for layer in layers for c in chosen[layer].tolist()]
     grid = tile(rows.flatten(0, 1), len(epochs), pad=2)

@@ -21,8 +21,8 @@ import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from zfnet.models import ConvNet
 from zfnet.viz.grids import normalize_minmax, resize, save_figure, tile
 
 BANDS = {"low": (0.0, 1 / 3), "mid": (1 / 3, 2 / 3), "high": (2 / 3, math.inf)}
@@ -67,13 +67,21 @@ def filter_grid(weight: torch.Tensor, tile_size: int = 28) -> torch.Tensor:
     return tile(tiles, math.ceil(math.sqrt(len(tiles))), pad=2)
 
 
-def filters(model: ConvNet, path: str | Path, dead_ratio: float = 0.1, title: str = "") -> dict:
+def first_filters(model: nn.Module) -> torch.Tensor:
+    """The ``(F, 3, k, k)`` weights of the model's first ``Conv2d`` on the image (ZFNet's ``conv1``)."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None)
+    if conv is None:
+        raise ValueError(f"{type(model).__name__} has no Conv2d on the 3 image channels")
+    return conv.weight
+
+
+def filters(model: nn.Module, path: str | Path, dead_ratio: float = 0.1, title: str = "") -> dict:
     """Write the layer-1 filter grid of ``model`` to ``path`` (PNG) and return :func:`filter_stats` plus ``"figure"``."""
-    weight = model.layer("conv1").conv.weight
+    weight = first_filters(model)
     stats = filter_stats(weight, dead_ratio)
     k = weight.shape[-1]
     title = title or (
-        f"conv1 filters ({stats['filters']} x {k}x{k}): {stats['dead']} dead; power low/mid/high "
+        f"layer-1 filters ({stats['filters']} x {k}x{k}): {stats['dead']} dead; power low/mid/high "
         + " / ".join(f"{stats['band_energy'][b]:.2f}" for b in BANDS)
     )
     stats["figure"] = str(save_figure(filter_grid(weight), path, title))

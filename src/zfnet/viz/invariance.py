@@ -13,8 +13,9 @@ outside the ``S x S`` image is filled with grey (the per-pixel mean, i.e. 0 afte
 subtraction). Sampling is bilinear (``grid_sample``); the identity amount reproduces the original up to
 float rounding.
 
-Layer 1 is the ``conv1`` block output (after pooling and contrast normalisation), layer 7 the
-``fc7`` output after ReLU (:func:`~zfnet.viz.features.last_hidden` if a variant removed fc7).
+For ZFNet, layer 1 is the ``conv1`` block output (after pooling and contrast normalisation),
+layer 7 the ``fc7`` output after ReLU (:func:`~zfnet.viz.features.last_hidden` if a variant removed
+fc7); any other model names its two layers (:mod:`zfnet.viz.layers`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from zfnet.data.transforms import center_crop
-from zfnet.models import ConvNet
 from zfnet.viz.features import last_hidden, layer_features
 
 TRANSFORMS = ("translation", "scale", "rotation")
@@ -82,13 +84,15 @@ class InvarianceCurves:
     """Fig. 5's curves for N images, per transform ``{transform: (T, N)}`` arrays.
 
     ``l1`` / ``l7``: Euclidean distance between the original's and the transformed image's feature
-    vectors at layer 1 / layer 7; ``l1_norm`` / ``l7_norm``: divided by the original's norm;
-    ``prob``: probability of the true label; ``correct``: top-1 prediction is the label.
+    vectors at layer 1 / layer 7 (named ``layer1``, ``layer7``); ``l1_norm`` / ``l7_norm``: divided
+    by the original's norm; ``prob``: probability of the true label; ``correct``: top-1 prediction
+    is the label.
     """
 
     amounts: dict[str, torch.Tensor]
     labels: torch.Tensor
     layer7: str
+    layer1: str = "conv1"
     l1: dict[str, torch.Tensor] = field(default_factory=dict)
     l1_norm: dict[str, torch.Tensor] = field(default_factory=dict)
     l7: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -113,32 +117,35 @@ class InvarianceCurves:
 
 @torch.no_grad()
 def invariance(
-    model: ConvNet,
+    model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     input_size: int,
     transforms: dict[str, torch.Tensor],
     max_batch: int = 256,
+    layers: Sequence[str] | None = None,
 ) -> InvarianceCurves:
     """Fig. 5's measurements.
 
     Args:
-        model: a trained :class:`~zfnet.models.ConvNet`.
-        images: ``(N, 3, S, S)`` mean-subtracted, scaled full preprocessed images (not yet cropped).
+        model: any trained model.
+        images: ``(N, 3, S, S)`` full images in model units (not yet cropped; grey is 0).
         labels: ``(N,)`` true classes.
         input_size: side of the centre crop fed to the model.
         transforms: ``{transform: (T,) amounts}`` (:func:`amounts`).
         max_batch: images per forward pass.
+        layers: the names of layers 1 and 7 (:func:`~zfnet.viz.features.layer_features`); default
+            ZFNet's ``conv1`` and :func:`~zfnet.viz.features.last_hidden`.
     """
-    layer7 = last_hidden(model)
+    layer1, layer7 = layers if layers is not None else ("conv1", last_hidden(model))
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    curves = InvarianceCurves(transforms, labels, layer7)
-    original = layer_features(model, center_crop(images, input_size), ["conv1", layer7], max_batch)
+    curves = InvarianceCurves(transforms, labels, layer7, layer1)
+    original = layer_features(model, center_crop(images, input_size), [layer1, layer7], max_batch)
     for kind, values in transforms.items():
         moved = torch.cat([center_crop(transform(images, kind, float(a)), input_size) for a in values])
-        feats = layer_features(model, moved, ["conv1", layer7], max_batch)
+        feats = layer_features(model, moved, [layer1, layer7], max_batch)
         t, n = len(values), len(images)
-        for name, raw, norm in (("conv1", curves.l1, curves.l1_norm), (layer7, curves.l7, curves.l7_norm)):
+        for name, raw, norm in ((layer1, curves.l1, curves.l1_norm), (layer7, curves.l7, curves.l7_norm)):
             dist = (feats[name].view(t, n, -1) - original[name]).norm(dim=2)  # (T, N)
             raw[kind] = dist
             norm[kind] = dist / original[name].norm(dim=1).clamp_min(1e-12)
@@ -212,7 +219,7 @@ def invariance_figure(
                                 [f"{round(float(values[i]), 2):g}" for i in picks])
         axes[0, col].set_yticks([])
         axes[0, col].set_title(f"{kind} ({names[0]})")
-        rows = [(curves.l1_norm, "layer 1: ||x - x'|| / ||x||"),
+        rows = [(curves.l1_norm, f"layer 1 ({curves.layer1}): ||x - x'|| / ||x||"),
                 (curves.l7_norm, f"layer 7 ({curves.layer7}): ||x - x'|| / ||x||"),
                 (curves.prob, "P(true class)")]
         for row, (data, label) in enumerate(rows, 1):

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
-from zfnet.models import ConvNet
+from torch import nn
+
 from zfnet.viz.features import LayerOutputs
+from zfnet.viz.layers import resolve
 
 
 @dataclass
@@ -77,7 +79,7 @@ def grid(size: int, patch: int, stride: int) -> torch.Tensor:
 
 @torch.no_grad()
 def occlusion(
-    model: ConvNet,
+    model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     patch: int = 16,
@@ -89,14 +91,15 @@ def occlusion(
     """Occlusion maps of ``model`` for every image (Fig. 7 (b), (d), (e)).
 
     Args:
-        model: a trained :class:`~zfnet.models.ConvNet` (put in eval mode here).
+        model: any trained model (put in eval mode here).
         images: ``(N, 3, H, W)`` preprocessed model input.
         labels: ``(N,)`` class index of each image (the "correct class" of the probability map).
         patch: side of the grey square, input pixels.
         stride: step between square positions, input pixels.
         fill: the occluder's value in model-input units, a number or a tensor broadcastable to
             ``(3, H, W)``; ``None`` is grey = the dataset mean, i.e. 0 after mean subtraction.
-        layer: the conv layer whose strongest map gives the feature map (``conv5`` in the paper).
+        layer: the layer whose strongest feature map gives map (b) (:mod:`zfnet.viz.layers`; ``conv5``,
+            ZFNet's rectified layer-5 maps, in the paper).
         max_batch: occluded images per forward pass (bounds memory, not results).
 
     Returns an :class:`OcclusionMaps`.
@@ -111,11 +114,12 @@ def occlusion(
     feature = images.new_empty(n * positions)
     prob = images.new_empty(n * positions)
     argmax = torch.empty(n * positions, dtype=torch.long, device=images.device)
-    with LayerOutputs(model, [layer], child="relu") as rec:
+    maps_of = resolve(model, layer)  # the module whose output is the layer's feature maps
+    with LayerOutputs(model, [maps_of]) as rec:
         base_prob, base_argmax, base_feature, channel = [], [], [], []
         for chunk, chunk_labels in zip(images.split(max_batch), labels.split(max_batch)):
-            p = model(chunk).softmax(1)
-            maps = rec.outputs[layer]  # (B, C, h', w') post-ReLU
+            p = rec.run(chunk).softmax(1)
+            maps = rec.outputs[maps_of]  # (B, C, h', w')
             strongest = maps.flatten(2).amax(2).argmax(1)
             base_prob.append(p.gather(1, chunk_labels[:, None])[:, 0])
             base_argmax.append(p.argmax(1))
@@ -130,8 +134,8 @@ def occlusion(
             inside_x = (cols >= x0[:, None]) & (cols < x0[:, None] + patch)  # (B, W)
             square = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # (B, 1, H, W)
             occluded = torch.where(square, fill_value, images[image])
-            p = model(occluded).softmax(1)
-            maps = rec.outputs[layer]
+            p = rec.run(occluded).softmax(1)
+            maps = rec.outputs[maps_of]
             feature[item] = maps[torch.arange(len(item)), channel[image]].sum((1, 2))
             prob[item] = p.gather(1, labels[image][:, None])[:, 0]
             argmax[item] = p.argmax(1)

@@ -1,9 +1,14 @@
-"""Receptive fields: which input pixels a unit of a conv layer can see.
+"""Receptive fields: which input pixels a unit of a layer's feature maps can see.
 
-Each conv and max-pool maps output position ``y`` to the input rows ``[y*s - p, y*s - p + k)``.
-Composing these bottom-up gives, for the post-ReLU activation of a layer, an affine rule: unit
-``y`` sees rows ``[offset + y*stride, offset + y*stride + size)`` of the input (the same for
-columns). Contrast normalisation works across maps, not space, so it leaves the field unchanged.
+Each conv and pool maps output position ``y`` to the input rows ``[y*s - p, y*s - p + k)`` (``k``
+the dilated kernel). Composing these bottom-up gives, for a layer whose modules run in sequence
+(:func:`~zfnet.viz.deconvnet.sequential_chain`), an affine rule: unit ``y`` sees rows ``[offset +
+y*stride, offset + y*stride + size)`` of the input (the same for columns). ReLU, contrast and
+batch normalisation, dropout work per position and leave the field unchanged. For any other graph
+(residual adds, concatenations) the field is measured: the support of a unit's input gradient with
+every ReLU's backward the identity and every max-pool's spread over its whole window (so that no
+path is cut), on an image large enough that the field lies inside it.
+
 The field can stick out of the image (padding); :meth:`ReceptiveField.boxes` clips it, and
 :func:`crop` cuts the unclipped field out of a zero-padded image so every patch of a layer has the
 same size.
@@ -16,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.modules.utils import _pair
 
-from zfnet.models import ConvNet
+from zfnet.viz.layers import BackwardRules, LayerError, Tap, sequential_chain
 
 
 @dataclass(frozen=True)
@@ -76,27 +82,88 @@ class ReceptiveField:
         return torch.cat([lo, hi + 1], 1)
 
 
-def receptive_field(model: ConvNet, layer: str) -> ReceptiveField:
-    """The receptive field of the post-ReLU activation of ``layer`` (``conv1``..``conv5``) in input pixels."""
+def receptive_field(model: nn.Module, layer: str, size: int | None = None) -> ReceptiveField:
+    """The receptive field of a unit of ``layer``'s feature maps (:mod:`zfnet.viz.layers`) in input pixels.
+
+    ``size``: the side of the square images the model takes (default ``model.input_size``, else
+    224); it decides which modules run, not the field. Raises
+    :class:`~zfnet.viz.layers.LayerError` for a layer whose units see the whole image (after a
+    ``Linear``, ``Flatten`` or adaptive pool) and for a non-square geometry.
+    """
+    size = size or getattr(model, "input_size", 224)
+    chain = sequential_chain(model, layer, next(model.parameters()).new_zeros(1, 3, size, size))
+    if chain is None:
+        return _measured(model, layer, size)
     ops = []
-    for name, block in model.features.named_children():
-        modules = [block.conv] if name == layer else [block.conv] + ([block.pool] if hasattr(block, "pool") else [])
-        ops += [(_pair(m.kernel_size)[0], _pair(m.stride)[0], _pair(m.padding)[0]) for m in modules]
-        if name == layer:
-            return ReceptiveField(tuple(ops))
-    raise KeyError(f"model has no conv layer {layer!r}")
+    for name in chain:
+        module = model.get_submodule(name)
+        if isinstance(module, (nn.Linear, nn.Flatten, nn.AdaptiveAvgPool2d)):
+            raise LayerError(f"layer {layer!r} has no receptive field: its units see the whole image ({name})")
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            geometry = [_pair(getattr(module, a, 1)) for a in ("kernel_size", "stride", "padding", "dilation")]
+            if any(a != b for a, b in geometry):
+                raise LayerError(f"layer {layer!r}: {name} is not square ({geometry})")
+            k, s, p, d = (a for a, _ in geometry)
+            ops.append(((k - 1) * d + 1, s, p))
+    return ReceptiveField(tuple(ops))
 
 
-def crop(images: torch.Tensor, field: ReceptiveField, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """The receptive-field patch of unit ``(ys[i], xs[i])`` in ``images[i]``, zero outside the image.
+def _spread(module: nn.MaxPool2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """A max-pool's backward spread over each whole window (a ones kernel, transposed)."""
+    k, s, p, d = (_pair(getattr(module, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
+    return torch.nn.grad.conv2d_input(x.shape, grad.new_ones(grad.shape[1], 1, *k), grad, s, p, d, grad.shape[1])
 
-    ``images`` ``(M, C, H, W)``, ``ys``, ``xs`` ``(M,)`` -> ``(M, C, size, size)``.
+
+def _passed(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad
+
+
+def _measured(model: nn.Module, layer: str, size: int, largest: int = 8) -> ReceptiveField:
+    """The field of a graph's layer from the gradient support of two neighbouring central units,
+    on probes of side ``size``, ``2 size``, ... up to ``largest * size`` until it lies inside."""
+    side, shape = size, None
+    while side <= largest * size:
+        x = next(model.parameters()).new_zeros(1, 3, side, side).requires_grad_(True)
+        act: dict[str, torch.Tensor] = {}
+        with torch.enable_grad(), BackwardRules(model, {nn.ReLU: _passed, nn.LocalResponseNorm: _passed,
+                                                        nn.MaxPool2d: _spread}), Tap(model, [layer], act.__setitem__) as tap:
+            tap.run(x)
+            a = act[layer]
+            if a.dim() != 4 or a.shape[-2:] == shape:  # no positions, or as many on a larger image
+                raise LayerError(f"layer {layer!r} has no receptive field: its units see the whole image")
+            shape = a.shape[-2:]
+            cy, cx = a.shape[-2] // 2, a.shape[-1] // 2
+            boxes = []
+            for y, xx in ((cy, cx), (cy, min(cx + 1, a.shape[-1] - 1))):
+                seed = torch.zeros_like(a)
+                seed[0, :, y, xx] = 1
+                (grad,) = torch.autograd.grad(a, x, seed, retain_graph=True)
+                support = grad[0].abs().sum(0) > 0
+                rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+                boxes.append((int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1))
+        (top, left, bottom, right), second = boxes
+        if top > 0 and left > 0 and bottom < side and right < side:
+            stride = (second[1] - left) or side
+            if bottom - top != right - left or top - cy * stride != left - cx * stride:
+                raise LayerError(f"layer {layer!r}: its receptive field is not square ({boxes[0]})")
+            return ReceptiveField(((right - left, stride, cx * stride - left),))
+        side *= 2
+    raise LayerError(f"layer {layer!r}: its receptive field is larger than {largest * size} pixels")
+
+
+def crop(images: torch.Tensor, field: ReceptiveField, ys: torch.Tensor, xs: torch.Tensor,
+         image: torch.Tensor | None = None) -> torch.Tensor:
+    """The receptive-field patch of unit ``(ys[i], xs[i])`` in ``images[image[i]]`` (default
+    ``images[i]``), zero outside the image.
+
+    ``images`` ``(B, C, H, W)``, ``ys``, ``xs``, ``image`` ``(M,)`` -> ``(M, C, size, size)``.
     """
     pad = field.size + abs(field.offset)
     padded = F.pad(images, (pad, pad, pad, pad))
-    box = field.boxes(ys, xs) + pad
-    steps = torch.arange(field.size)
+    device = images.device
+    box = field.boxes(torch.as_tensor(ys).cpu(), torch.as_tensor(xs).cpu()).to(device) + pad
+    steps = torch.arange(field.size, device=device)
     rows = (box[:, 0, None] + steps)[:, :, None]  # (M, size, 1)
     cols = (box[:, 1, None] + steps)[:, None, :]  # (M, 1, size)
-    item = torch.arange(len(box))[:, None, None]
-    return padded.permute(0, 2, 3, 1)[item, rows, cols].permute(0, 3, 1, 2)
+    item = torch.arange(len(box), device=device) if image is None else torch.as_tensor(image, device=device)
+    return padded.permute(0, 2, 3, 1)[item[:, None, None], rows, cols].permute(0, 3, 1, 2)

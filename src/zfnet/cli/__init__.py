@@ -1,7 +1,7 @@
 """The ``zfnet`` command: what people do outside DVC.
 
-Each subcommand is a module of this package (``zfnet.cli.<command>``; ``visualize``, ``occlude`` and
-``invariance`` still live in :mod:`zfnet.viz`) with ``register(subparsers)`` that adds its parser and
+Each subcommand is a module of this package (``zfnet.cli.<command>``; ``occlude`` and ``invariance`` share
+:mod:`zfnet.cli.analysis`) with ``register(subparsers)`` that adds its parser and
 sets ``func``; this file only collects them. :mod:`zfnet.cli.options` holds what their options share.
 Bad input never ends in a traceback: a bad option is refused where it is parsed, and every error
 a user can cause (config, layout, checkpoint, image, file system) prints one line
@@ -18,8 +18,8 @@ from zfnet.errors import first_line
 
 SUBCOMMAND_MODULES = (
     "zfnet.cli.config",  # config
-    "zfnet.viz.command",  # visualize
-    "zfnet.viz.analysis_command",  # occlude, invariance
+    "zfnet.cli.visualize",  # visualize
+    "zfnet.cli.analysis",  # occlude, invariance
     "zfnet.cli.ablation",  # ablation
     "zfnet.cli.runs",  # runs
     "zfnet.cli.findings",  # findings

@@ -24,7 +24,7 @@ def main(cfg: Config) -> None:
 
     from zfnet import tracking
     from zfnet.train.runtime import resolve_device
-    from zfnet.viz.analysis_command import analyze
+    from zfnet.viz.analysis import analyze
 
     a, syn = cfg.analyze, cfg.data.synthetic
     with tracking.stage_run(cfg, "analyze"):

@@ -54,7 +54,7 @@ def main(cfg: Config) -> None:
 
     from zfnet import tracking
     from zfnet.train.runtime import resolve_device
-    from zfnet.viz.command import visualize
+    from zfnet.viz.visualize import visualize
 
     v = cfg.viz
     with tracking.stage_run(cfg, "visualize"):

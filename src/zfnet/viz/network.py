@@ -6,12 +6,11 @@ importable module for your own class. ``--weights FILE`` is its state dict as ``
 model.state_dict(), FILE)`` wrote it (or a dict holding it under ``"model"`` or
 ``"state_dict"``), loaded with ``weights_only=True`` after its CRC check. ``--input-size``,
 ``--mean``, ``--std`` (and ``--bgr``) say how it sees images (:class:`~zfnet.models.inputs.InputSpec`;
-torchvision's ImageNet ``Normalize`` by default).
+torchvision's ImageNet ``Normalize`` by default). The options themselves are :mod:`zfnet.cli.model`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zfnet.models.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from zfnet.models.inputs import InputSpec
 
 DEFAULT_CHECKPOINT = "models/model.pt"
 
@@ -121,56 +120,3 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if problem:
         raise ValueError(f"{path} does not fit the model: {problem}")
     model.load_state_dict(state)
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` or ``--model`` + ``--weights`` with ``--input-size``, ``--mean``, ``--std``, ``--bgr``."""
-    from zfnet.cli_options import checkpoint_file, number
-
-    parser.add_argument("--checkpoint", type=checkpoint_file,
-                        help=f"trained zfnet checkpoint (default: {DEFAULT_CHECKPOINT} unless --model is given)")
-    parser.add_argument("--model", metavar="SPEC", help="your own model instead: torchvision:NAME (e.g. "
-                        "torchvision:alexnet) or package.module:factory; needs --weights")
-    parser.add_argument("--weights", metavar="FILE", help="the --model's state dict (torch.save(model.state_dict(), FILE)); "
-                        "never downloaded")
-    parser.add_argument("--input-size", type=number(int, gt=0), default=224, metavar="N",
-                        help="the --model's input side (default: 224; images are resized to N * 256 / 224 and "
-                        "centre-cropped)")
-    parser.add_argument("--mean", type=number(float), nargs=3, default=list(IMAGENET_MEAN), metavar=("R", "G", "B"),
-                        help="the --model's Normalize mean on [0, 1] images (default: ImageNet's)")
-    parser.add_argument("--std", type=number(float, gt=0), nargs=3, default=list(IMAGENET_STD), metavar=("R", "G", "B"),
-                        help="the --model's Normalize std (default: ImageNet's)")
-    parser.add_argument("--bgr", action="store_true", help="the --model takes BGR channels (Caffe-style)")
-
-
-def from_args(args: argparse.Namespace, device: str | torch.device) -> Network:
-    """The :class:`Network` that :func:`add_options`' values name; bad values raise ``ConfigError``."""
-    from zfnet.cli_options import checkpoint_problem
-    from zfnet.config import ConfigError
-
-    if args.model is None:
-        if args.weights is not None:
-            raise ConfigError("--weights: needs --model (a zfnet checkpoint holds its own weights)")
-        path = args.checkpoint or DEFAULT_CHECKPOINT
-        problem = checkpoint_problem(path)
-        if problem:
-            raise ConfigError(f"--checkpoint: {problem}")
-        return from_checkpoint(path, device)
-    if args.checkpoint is not None:
-        raise ConfigError("--model: give --checkpoint or --model, not both")
-    if args.weights is None:
-        raise ConfigError("--model: needs --weights FILE (no weights are ever downloaded)")
-    inputs = InputSpec.normalized(args.mean, args.std, args.input_size, bgr=args.bgr)
-    try:
-        model = build_model(args.model)
-    except ValueError as exc:
-        raise ConfigError(f"--model: {exc}") from None
-    try:
-        load_weights(model, args.weights)
-    except ValueError as exc:
-        raise ConfigError(f"--weights: {exc}") from None
-    try:
-        return Network.of(model, inputs, args.model, device)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"--input-size: {args.model} does not run on {inputs.size}x{inputs.size} images ({first})") from None

@@ -163,3 +163,24 @@ def mlflow_server(db: Path, artifacts: Path, port: int | None = None):
     finally:
         os.killpg(server.pid, signal.SIGKILL)  # a graceful stop takes seconds; the stores are throwaways
         server.wait(timeout=30)
+
+
+def zfnet(argv: list[str], cwd: Path) -> tuple[int, str, str]:
+    """``zfnet ARGV`` in-process in ``cwd``: ``(exit status, stdout, stderr)``."""
+    import contextlib
+    import io
+
+    from zfnet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse: --help, or a refused option
+                code = exc.code
+    finally:
+        os.chdir(here)
+    return code, out.getvalue(), err.getvalue()

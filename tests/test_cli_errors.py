@@ -10,8 +10,6 @@ header declaring ten gigapixels).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import struct
@@ -25,33 +23,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import zfnet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from zfnet.cli import build_parser, main
+from zfnet.cli import build_parser
 from zfnet.config import InvarianceConfig, ModelConfig, OcclusionConfig, VizConfig
 from zfnet.data.synthetic import CLASS_NAMES, render_image
 from zfnet.models import build
 from zfnet.train.checkpoint import FORMAT, atomic_save
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def zfnet(argv: list[str], cwd: Path) -> tuple[int, str, str]:
-    """``zfnet ARGV`` in-process in ``cwd``: ``(exit status, stdout, stderr)``."""
-    out, err = io.StringIO(), io.StringIO()
-    here = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse: --help, or a refused option
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _png_header(width: int, height: int) -> bytes:

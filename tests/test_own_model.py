@@ -4,10 +4,7 @@ synthetic images); the InputSpec against torchvision's ``Normalize``; the Checkp
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import zfnet
 from PIL import Image
 
-from zfnet.cli import main
 from zfnet.config import ModelConfig
 from zfnet.data.synthetic import CLASS_NAMES, render_image
 from zfnet.models import build
@@ -33,18 +30,6 @@ def small():
                          nn.BatchNorm2d(12), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(12, 5))
 '''
-
-
-def zfnet_cli(argv: list[str], cwd: Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    here = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(argv)
-    finally:
-        os.chdir(here)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +60,7 @@ def _weights(folder: Path, name: str) -> Path:
 ])
 def test_visualize_your_torchvision_model_on_a_folder(folder: Path, tmp_path: Path, name: str, layers: list[str]):
     out = tmp_path / "figures"
-    code, stdout, err = zfnet_cli(["visualize", "--model", f"torchvision:{name}", "--weights", str(_weights(folder, name)),
+    code, stdout, err = zfnet(["visualize", "--model", f"torchvision:{name}", "--weights", str(_weights(folder, name)),
                                    "--images", str(folder / "images"), "--layers", *layers, "--input-size", "112",
                                    "--maps", "2", "--out", str(out)], tmp_path)
     assert code == 0, err
@@ -94,16 +79,16 @@ def test_your_own_class_by_module_and_factory(folder: Path, tmp_path: Path, monk
     torch.manual_seed(0)
     torch.save(small().state_dict(), tmp_path / "small.pth")
     own = ["--model", "mynets:small", "--weights", str(tmp_path / "small.pth"), "--input-size", "64"]
-    code, stdout, err = zfnet_cli(["visualize", *own, "--images", str(folder / "images"), "--layers", "1", "5",
+    code, stdout, err = zfnet(["visualize", *own, "--images", str(folder / "images"), "--layers", "1", "5",
                                    "--maps", "3", "--out", str(tmp_path / "v")], tmp_path)
     assert code == 0, err
     assert {p.name for p in (tmp_path / "v").glob("top9_*.png")} == {"top9_1.png", "top9_5.png"}
     image = str(folder / "images" / "0.jpg")
-    code, stdout, err = zfnet_cli(["occlude", image, *own, "--layer", "5", "--patch", "8", "--out", str(tmp_path / "o")],
+    code, stdout, err = zfnet(["occlude", image, *own, "--layer", "5", "--patch", "8", "--out", str(tmp_path / "o")],
                                   tmp_path)
     assert code == 0, err
     assert json.loads(stdout)["label"] in [str(c) for c in range(5)] and (tmp_path / "o" / "occlusion.png").is_file()
-    code, stdout, err = zfnet_cli(["invariance", image, *own, "--layers", "1", "7", "--steps", "3", "--rotation-step",
+    code, stdout, err = zfnet(["invariance", image, *own, "--layers", "1", "7", "--steps", "3", "--rotation-step",
                                    "120", "--label", "2", "--out", str(tmp_path / "i")], tmp_path)
     assert code == 0, err
     summary = json.loads(stdout)["summary"]
@@ -113,11 +98,11 @@ def test_your_own_class_by_module_and_factory(folder: Path, tmp_path: Path, monk
 def test_occlude_and_invariance_on_torchvisions_alexnet(folder: Path, tmp_path: Path):
     own = ["--model", "torchvision:alexnet", "--weights", str(_weights(folder, "alexnet")), "--input-size", "112"]
     image = str(folder / "images" / "3.jpg")
-    code, stdout, err = zfnet_cli(["occlude", image, *own, "--layer", "features.11", "--stride", "16",
+    code, stdout, err = zfnet(["occlude", image, *own, "--layer", "features.11", "--stride", "16",
                                    "--out", str(tmp_path / "o")], tmp_path)
     assert code == 0, err
     assert 0 <= json.loads(stdout)["feature_map"] < 256 and "note:" not in err
-    code, stdout, err = zfnet_cli(["invariance", image, *own, "--layers", "features.1", "classifier.5", "--steps", "3",
+    code, stdout, err = zfnet(["invariance", image, *own, "--layers", "features.1", "classifier.5", "--steps", "3",
                                    "--rotation-step", "180", "--out", str(tmp_path / "i")], tmp_path)
     assert code == 0, err
     assert (tmp_path / "i" / "invariance.csv").read_text().startswith("transform,amount,image,class,l1")

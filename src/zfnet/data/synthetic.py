@@ -42,8 +42,6 @@ coordinates (pixel ``i`` spans ``[i, i + 1)``): the object covers the pixels
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from multiprocessing import Pool
@@ -56,6 +54,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from zfnet.config import ConfigError, SyntheticConfig
+from zfnet.io import atomic_folder
 
 Paint = Union[bool, tuple[float, float, float]]  # True: the object's colour, False: a hole, RGB: a part
 Polygons = list[tuple[np.ndarray, Paint]]
@@ -508,11 +507,6 @@ def write_imagenet(root: str | Path, cfg: SyntheticConfig, progress: bool = True
     """
     _check(cfg)
     start = time.perf_counter()
-    root = Path(root)
-    tmp = root.with_name(f".{root.name}.partial")
-    for old in (root, tmp):
-        if old.exists():
-            shutil.rmtree(old)
     wnids = [wnid_for(i) for i in range(cfg.classes)]
     order = np.random.default_rng([cfg.seed, 2]).permutation(np.repeat(np.arange(cfg.classes), cfg.val_per_class))
     val_labels = [int(c) for c in order]
@@ -523,16 +517,15 @@ def write_imagenet(root: str | Path, cfg: SyntheticConfig, progress: bool = True
         "val": [(f"ILSVRC2012_val_{i:08d}", c, [cfg.seed, 1, i]) for i, c in enumerate(val_labels, 1)],
     }
 
-    def folder(split: str, c: int) -> Path:
-        flat = split == "val" and cfg.val_layout == "flat"
-        return tmp / split if flat else tmp / split / wnids[c]
+    def folder(split: str, c: int) -> Path:  # relative to the dataset's root
+        return Path(split) if split == "val" and cfg.val_layout == "flat" else Path(split, wnids[c])
 
-    jobs = [
-        (folder(split, c) / f"{image_id}.JPEG", seed, CLASS_NAMES[c], cfg.min_side, cfg.max_side)
-        for split in ("train", "val")
-        for image_id, c, seed in rows[split]
-    ]
-    try:
+    with atomic_folder(root) as tmp:
+        jobs = [
+            (tmp / folder(split, c) / f"{image_id}.JPEG", seed, CLASS_NAMES[c], cfg.min_side, cfg.max_side)
+            for split in ("train", "val")
+            for image_id, c, seed in rows[split]
+        ]
         for path in {job[0].parent for job in jobs}:
             path.mkdir(parents=True)
         with Pool(workers) if workers > 1 else nullcontext() as pool:
@@ -546,10 +539,6 @@ def write_imagenet(root: str | Path, cfg: SyntheticConfig, progress: bool = True
             _write_solution(tmp / f"LOC_{split}_solution.csv", solution)
         wnid_to_classes = {w: (CLASS_NAMES[i],) for i, w in enumerate(wnids)}
         torch.save((wnid_to_classes, [wnids[c] for c in val_labels]), tmp / "meta.bin")
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "classes": cfg.classes,
         "train": n_train,

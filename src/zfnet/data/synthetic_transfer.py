@@ -29,8 +29,6 @@ Every image is drawn from its own generator seeded by ``(seed, dataset, index)``
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -44,8 +42,16 @@ from tqdm import tqdm
 
 from zfnet.config import ConfigError, TransferSyntheticConfig
 from zfnet.data.caltech import CALTECH101_EXCLUDED
-from zfnet.data.synthetic import CLASS_NAMES, JPEG_QUALITY, SHAPES, Polygons, render_background, render_image
+from zfnet.data.synthetic import (
+    CLASS_NAMES,
+    JPEG_QUALITY,
+    SHAPES,
+    Polygons,
+    render_background,
+    render_image,
+)
 from zfnet.data.voc import VOC_CLASSES
+from zfnet.io import atomic_folder
 
 PATTERNS = ("striped", "dotted")
 DIFFICULT = 0.05  # probability that a VOC object is marked difficult
@@ -253,19 +259,10 @@ def write_transfer(root: str | Path, cfg: TransferSyntheticConfig, exclude: tupl
     Returns ``{"caltech101": {...}, "caltech256": {...}, "voc2012": {...}, "seconds"}``.
     """
     start = time.perf_counter()
-    root = Path(root)
-    tmp = root.with_name(f".{root.name}.partial")
-    for old in (root, tmp):
-        if old.exists():
-            shutil.rmtree(old)
-    try:
+    with atomic_folder(root) as tmp:
         summary = {
             "caltech101": write_caltech101(tmp / "caltech101", cfg, exclude, workers, progress),
             "caltech256": write_caltech256(tmp / "caltech256", cfg, exclude, workers, progress),
             "voc2012": write_voc2012(tmp, cfg, exclude, workers, progress),
         }
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**summary, "seconds": round(time.perf_counter() - start, 2)}

@@ -96,47 +96,6 @@ def copy_file(src: str | Path, dst: str | Path) -> None:
         shutil.copyfileobj(inp, out, 1 << 20)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, as on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """A file handle (``mode`` ``"wb"`` or ``"w"``) whose content replaces ``path`` once the block ends
-    without an exception (:func:`atomic_path`)."""
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_file: mode must be 'wb' or 'w', got {mode!r}")
-    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding if mode == "w" else None) as fh:
-        yield fh
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_file(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
-def write_json(path: str | Path, data: Any, sort_keys: bool = True) -> None:
-    """Write ``data`` as indented JSON (keys sorted unless ``sort_keys`` is False) to ``path`` atomically."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
-
-
-def copy_file(src: str | Path, dst: str | Path) -> None:
-    """Copy ``src`` to ``dst`` atomically."""
-    with atomic_file(dst) as out, open(src, "rb") as inp:
-        shutil.copyfileobj(inp, out, 1 << 20)
-
-
 def write_table(table, stem: str | Path) -> tuple[Path, str]:
     """A results table (a pandas ``DataFrame``) as ``<stem>.csv`` (numbers to 3 decimals, written
     atomically); returns that path and the table as Markdown (2 decimals, NaN shown as ``-``)."""

@@ -149,7 +149,8 @@ def train_and_log(cfg: Config) -> None:
 def train_metrics(result: dict, t: TrainConfig, num_classes: int, val_images: int) -> tuple[dict, dict]:
     """``(headline, details)`` of a finished :func:`~zfnet.train.loop.fit` ``result``: the headline
     errors (``metrics/train.json``: train top-1, val top-1 and top-5 with ``t.eval_crops`` crops, %)
-    and those with the centre-crop and chance errors, the learning rate's last / peak, the conv1
+    and those with the centre-crop and chance errors, the crops' paired gain over the centre crop
+    (:func:`~zfnet.train.loop.paired_with_centre`), the learning rate's last / peak, the conv1
     filters' autocorrelation and share at the radius, the time (``metrics/train_details.json``)."""
     history, final, initial = result["history"], result["final"], result["initial"]
     crops = f"_{t.eval_crops}crop" if t.eval_crops > 1 else ""
@@ -164,6 +165,8 @@ def train_metrics(result: dict, t: TrainConfig, num_classes: int, val_images: in
         "eval_crops": t.eval_crops,
         "val_loss": round(final[f"val_loss{crops}"], 5),
         "val_top1_error_center_crop": round(final["val_top1_error"], 3),
+        **({f"crops_{k}": round(final[f"val_crops_{k}{crops}"], 5) for k in ("nll_gain", "nll_gain_se")}
+           | {f"crops_{k}_images": int(final[f"val_crops_{k}{crops}"]) for k in ("fixed", "broken")} if crops else {}),
         "best_val_top1_error_center_crop": round(min(r["val_top1_error"] for r in history if "val_top1_error" in r), 3),
         "chance_top1_error": round(100.0 * (1 - 1 / num_classes), 3),
         "val_images": val_images,

@@ -91,11 +91,13 @@ def evaluate(model: ConvNet, dataset, mean: torch.Tensor, t: TrainConfig, device
     ``dataset``: ``get_batch(indices) -> (uint8 (B, 3, S, S), labels (B,))``; ``mean`` ``(3, S, S)``;
     ``t``: the ``train`` config (``crop``, ``input_scale``, ``batch_size``, ``channels_last``, ``amp``).
     ``crops=10`` is the paper's protocol (4 corners + centre, with flips); ``crops=1`` the centre crop.
-    Under ``torchrun`` every rank evaluates every ``world_size``-th image and the sums are
-    all-reduced, so all ranks return the same numbers (call it on every rank).
+    With 10 crops the same images are also compared with their centre crop alone (one of the ten),
+    paired image by image (:func:`paired_with_centre`: ``val_crops_*``). Under ``torchrun`` every
+    rank evaluates every ``world_size``-th image and the sums are all-reduced, so all ranks return
+    the same numbers (call it on every rank).
     """
     model.eval()
-    loss_sum, err1, err5, n = 0.0, 0.0, 0.0, 0
+    sums = torch.zeros(4 + (len(PAIRED) if crops == 10 else 0), dtype=torch.float64)  # loss, err1, err5, n, paired
     order = list(range(distributed.rank(), len(dataset), distributed.world_size()))
     for images, labels in prefetch(_batches(dataset, order, t.batch_size)):
         full = normalize(images.to(device), mean.to(device), t.input_scale)
@@ -105,12 +107,34 @@ def evaluate(model: ConvNet, dataset, mean: torch.Tensor, t: TrainConfig, device
         x = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
             logits = model(x).float()
-        probs = logits.softmax(1).view(k, b, -1).mean(0).cpu()
-        loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum"))
-        e1, e5 = topk_errors(probs, labels)
-        err1, err5, n = err1 + e1, err5 + e5, n + b
-    loss_sum, err1, err5, n = distributed.all_reduce_sums([loss_sum, err1, err5, n], device)
-    return {"val_loss": loss_sum / n, "val_top1_error": 100 * err1 / n, "val_top5_error": 100 * err5 / n}
+        per_view = logits.softmax(1).view(k, b, -1).cpu()
+        probs = per_view.mean(0)
+        loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum"))
+        paired = paired_with_centre(probs, per_view[CENTRE], labels) if crops == 10 else []
+        sums += torch.tensor([loss, *topk_errors(probs, labels), b, *paired], dtype=torch.float64)
+    loss_sum, err1, err5, n, *paired = distributed.all_reduce_sums(sums.tolist(), device)
+    out = {"val_loss": loss_sum / n, "val_top1_error": 100 * err1 / n, "val_top5_error": 100 * err5 / n}
+    if paired:
+        gain, squares, fixed, broken = paired
+        variance = max(squares / n - (gain / n) ** 2, 0.0) * n / max(n - 1, 1)  # of one image's gain
+        out.update(val_crops_nll_gain=gain / n, val_crops_nll_gain_se=math.sqrt(variance / n),
+                   val_crops_fixed=fixed, val_crops_broken=broken)
+    return out
+
+
+CENTRE = 4  # the centre crop's index among :func:`~zfnet.data.transforms.ten_crops`' views
+PAIRED = ("gain", "gain squared", "fixed", "broken")  # the sums :func:`paired_with_centre` returns
+
+
+def paired_with_centre(probs: torch.Tensor, centre: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """A batch's sums comparing, image by image, the crops' averaged softmax ``probs`` with the centre
+    crop's ``centre`` (both ``(B, K)``; ``labels`` ``(B,)``): the gain in the true class's
+    log-probability, its square, the images the crops fix (centre wrong, crops right) and break."""
+    true = labels[:, None]
+    gain = probs.gather(1, true)[:, 0].clamp_min(1e-12).log() - centre.gather(1, true)[:, 0].clamp_min(1e-12).log()
+    right, centre_right = probs.argmax(1) == labels, centre.argmax(1) == labels
+    return [float(gain.sum()), float((gain**2).sum()), float((right & ~centre_right).sum()),
+            float((~right & centre_right).sum())]
 
 
 def config_fingerprint(cfg: Config, data_id: str) -> str:

@@ -132,7 +132,13 @@ def _converge_bottom_up(m: Metrics) -> Verdict:
     what = ("mean linear CKA with the final model over the earlier milestones: "
             + ", ".join(f"{l} {v:.2f}" for l, v in settled.items()) + f" (first epoch at CKA >= 0.9: {epochs}); "
             f"{low} minus {high}")
-    return compare(settled[low] - settled[high], se, what)
+    verdict = compare(settled[low] - settled[high], se, what)
+    first = {l: m("visualize", f"cka_converged_epoch_{l}") for l in (low, high)}
+    if verdict.verdict == HOLDS and first[low] > first[high]:  # the second view says the opposite
+        return Verdict(INCONCLUSIVE, verdict.value, verdict.threshold,
+                       f"{verdict.detail}; but {low} reaches CKA 0.9 only at epoch {first[low]}, after {high} "
+                       f"(epoch {first[high]}): the two views disagree")
+    return verdict
 
 
 # --- Fig. 5 ---------------------------------------------------------------------------------------
@@ -320,7 +326,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("class_specific", "Fig. 2", "Higher layers are more class-specific",
             "class purity of each live map's top-9 images, per layer", "top conv layer minus conv1 beyond 2 SE", _class_specific),
     Finding("converge_bottom_up", "Fig. 4", "Lower layers converge within a few epochs, upper layers only late",
-            "mean linear CKA of each layer with the final model over the earlier milestones", "conv1 minus the top conv layer beyond 2 SE (bootstrap over images)", _converge_bottom_up),
+            "mean linear CKA of each layer with the final model over the earlier milestones", "conv1 minus the top conv layer beyond 2 SE (bootstrap over images), and conv1 first at CKA >= 0.9 no later than the top layer",
+            _converge_bottom_up),
     Finding("layer7_steadier", "Fig. 5", "Small translations and scalings move layer 7 less than layer 1",
             "per image: mean normalised distance to the original at layer 7 vs layer 1", "sign test over the images, p < 0.05, for both transforms", _layer7_steadier),
     Finding("output_stable", "Fig. 5", "The output is stable to translation and scaling",

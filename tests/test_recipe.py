@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from zfnet.config import AnnealConfig, TrainConfig, compose, from_dict
-from zfnet.data.transforms import crop_batch, random_crops, random_ten_crops, ten_crops
+from zfnet.data.transforms import (Windows, crop_batch, crop_normalize, normalize, random_crops, random_windows,
+                                   ten_crops, ten_windows)
 from zfnet.models import zfnet
 from zfnet.models.filters import at_radius, filter_rms, renormalize_filters, spatial_autocorrelation
 from zfnet.models.zfnet import ContrastNorm, contrast_norm_alpha
@@ -112,19 +113,32 @@ def test_crops_are_one_gather_equal_to_slicing_and_the_ten_crops_are_the_papers(
     flips = torch.rand(6, generator=gen) < 0.5
     expected = torch.stack([images[i, :, y : y + 16, x : x + 16] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
     expected[flips] = expected[flips].flip(-1)
-    assert torch.equal(crop_batch(images, ys, xs, flips, 16), expected)
+    assert torch.equal(crop_batch(images, Windows(ys, xs, flips), 16), expected)
     assert torch.equal(random_crops(images, 16, torch.Generator().manual_seed(0)), expected)
     ten = ten_crops(images, 16)
     choice = torch.randint(0, 10, (6,), generator=torch.Generator().manual_seed(1))
-    drawn = random_ten_crops(images, 16, torch.Generator().manual_seed(1))
+    drawn = crop_batch(images, ten_windows(6, 20, 16, torch.Generator().manual_seed(1)), 16)
     assert all(torch.equal(drawn[i], ten[choice[i], i]) for i in range(6))
+
+
+@pytest.mark.parametrize("draw", [random_windows, ten_windows])
+def test_cropping_uint8_then_normalising_equals_normalising_the_whole_image_first(draw):
+    """The data path cuts uint8 images and the mean at the same windows (on the model's device): the
+    same numbers, bit for bit, as the mean subtracted from the whole image and the result cropped."""
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (32, 3, 72, 72), dtype=torch.uint8, generator=gen)
+    mean = torch.rand(3, 72, 72, generator=gen) * 255
+    windows = draw(32, 72, 64, gen)
+    x = crop_normalize(images, mean, windows, 64, 1 / 64)
+    assert x.dtype == torch.float32 and x.shape == (32, 3, 64, 64)
+    assert torch.equal(x, crop_batch(normalize(images, mean, 1 / 64), windows, 64))
+    half = slice(16, 32)  # a rank's slice of the global batch
+    assert torch.equal(crop_normalize(images[half], mean, windows.part(half), 64, 1 / 64), x[half])
 
 
 def test_the_mean_is_subtracted_before_the_crop():
     """A corner crop gets the mean of its own pixels subtracted, not the centre crop's."""
-    from zfnet.data.transforms import normalize
-
     images = torch.zeros(1, 3, 8, 8)
     mean = torch.arange(64.0).view(1, 8, 8).expand(3, 8, 8)
-    corner = crop_batch(normalize(images, mean, 1.0), torch.tensor([0]), torch.tensor([0]), torch.tensor([False]), 4)
+    corner = crop_batch(normalize(images, mean, 1.0), Windows(torch.tensor([0]), torch.tensor([0]), torch.tensor([False])), 4)
     assert torch.equal(corner[0], -mean[:, :4, :4])

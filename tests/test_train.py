@@ -71,24 +71,28 @@ def test_training_is_deterministic_for_a_seed(prepared):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_prefetch_thread_or_in_line_train_the_same_model(prepared):
+def test_reader_processes_or_in_line_train_the_same_model(prepared):
     inline = tiny_raw(epochs=1, milestones=(1,))
     ahead = tiny_raw(epochs=1, milestones=(1,))
-    inline["train"]["workers"], ahead["train"]["workers"] = 0, 3
+    inline["train"]["workers"], ahead["train"]["workers"] = 0, 2
     a = run_fit(prepared, "inline", inline)["model"].state_dict()
     b = run_fit(prepared, "ahead", ahead)["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_prefetch_depth_overlaps_only_where_it_can(monkeypatch):
-    from zfnet.train.runtime import prefetch_depth
+def test_reader_processes_run_only_where_they_can_overlap(monkeypatch):
+    from zfnet.train.runtime import reader_workers
 
-    assert prefetch_depth(torch.device("cuda"), 0) == 2 and prefetch_depth(torch.device("cpu"), 5) == 5
+    assert reader_workers(torch.device("cpu"), 5) == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert reader_workers(torch.device("cuda"), 0) == 8  # a 16-core GPU host, one rank
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert reader_workers(torch.device("cuda"), 0) == 3  # 4 ranks share the 16 cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert prefetch_depth(torch.device("cpu"), 0) == 0  # the step's threads fill both cores: in line
+    assert reader_workers(torch.device("cpu"), 0) == 0  # the step's threads fill both cores: in line
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert prefetch_depth(torch.device("cpu"), 0) == 2
+    assert reader_workers(torch.device("cpu"), 0) == 1
 
 
 def test_learning_rate_divergence_is_reported(prepared):

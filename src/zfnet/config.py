@@ -97,11 +97,14 @@ class TrainConfig:
     # every milestone (curves, annealing).
     eval_crops: int = 10
     val_every: int = 1  # centre-crop validation every N epochs (0: only at milestones and the last); plateau needs 1
-    # Training batches read and cropped ahead by a background thread: 0 = auto (2 ahead on a GPU or
-    # with a core to spare, in line on a CPU whose cores the step fills), N = always N ahead.
+    # Processes reading training batches ahead (crops and normalisation run where the model is):
+    # 0 = auto (on a GPU one per spare core, at most 8; on a CPU one if the step leaves a core
+    # free, else in line), N = always N (zfnet.train.runtime.reader_workers).
     workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = False  # bf16 autocast on CUDA
+    # bf16 autocast: auto = where the device multiplies bf16 natively (a GPU with bf16 tensor cores, a
+    # CPU with AMX or AVX512-BF16), fp32 where bf16 would be emulated | bf16 = always | fp32 = never
+    amp: str = "auto"
     channels_last: bool = True  # NHWC layout for training and evaluation (a speed choice, not the recipe)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     input_scale: float = 1.0  # model input = (pixel - per-pixel mean) * input_scale; 1.0 = raw 0..255 (paper)
@@ -385,6 +388,7 @@ def _validate_train(t: TrainConfig, size: int) -> None:
         _fail("train.val_every", f"must be 1 with train.schedule plateau (it anneals on every epoch's validation error), got {t.val_every}")
     _check_choice("train.eval_crops", t.eval_crops, (1, 10))
     _check_choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    _check_choice("train.amp", t.amp, ("auto", "bf16", "fp32"))
     if not 0.0 < t.anneal.factor < 1.0:
         _fail("train.anneal.factor", f"must be in (0, 1), got {t.anneal.factor}")
     _check_positive(t.anneal, "train.anneal", "patience min_lr", allow_zero=True)

@@ -1,6 +1,7 @@
-"""The data path: preprocessing against decoding alone, and a training epoch against pure compute.
+"""The data path: preprocessing against decoding alone, a training epoch against pure compute, and
+the loader alone at the paper's 224.
 
-Both run on a small dataset drawn by the real generator (:func:`zfnet.data.synthetic.write_imagenet`)
+All run on a small dataset drawn by the real generator (:func:`zfnet.data.synthetic.write_imagenet`)
 and prepared by the real preprocessing (:func:`zfnet.data.preprocess.preprocess`) in a temporary
 folder (:class:`Scratch`), with the pipeline's ``preprocess`` and ``train`` settings.
 
@@ -8,11 +9,18 @@ folder (:class:`Scratch`), with the pipeline's ``preprocess`` and ``train`` sett
   centre crop, shards, mean) with 1 and with ``preprocess.workers`` processes, against
   :func:`load_rgb` alone on the same files in one process (decode-only); on the pipeline's small
   images and, in the full run, on ImageNet-sized ones (short side about 375, stored at 256).
-- **loader**: one epoch of :func:`zfnet.train.loop.fit` (its ``train_seconds``: shard reads through
-  :class:`ShardDataset`, random crops, normalisation, in line or behind the prefetch thread as
-  :func:`zfnet.train.loop.prefetch_depth` decides, and the steps) against
-  the same number of steps of the same model on batches already cropped and normalised in memory.
-  The ratio is the loader's overhead: 1.0 means the data path is completely hidden.
+- **loader, default**: one epoch of :func:`zfnet.train.loop.fit` (its ``train_seconds``: shard reads
+  through :class:`ShardDataset`, in line or in reader processes as
+  :func:`zfnet.train.runtime.reader_workers` decides, crops and normalisation on the device, and
+  the steps) against the same number of steps of the same model on batches already cropped and
+  normalised in memory. The ratio is the loader's overhead: 1.0 means the data path is hidden.
+- **loader, 224**: the same images stored at 256 (the paper's shards: 196 KB each), read in
+  batches of ``train.batch_size`` random images, and cut to one of the 10 crops at 224 and
+  normalised (:func:`~zfnet.data.transforms.crop_normalize`): images/s per core of reading and of
+  cropping (one thread each), of one reader process (what a GPU host runs per core), and of the
+  loop's whole data path on ``device``; judged against what the model step consumes at 224
+  (:data:`H100_TRAIN_IMAGES_PER_S` projected for a 16-core H100 host, docs/cost.md; on a GPU the
+  step measured by the ``train`` section).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import time
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from PIL import Image
@@ -36,9 +44,9 @@ from zfnet.data.images import load_rgb
 from zfnet.data.preprocess import preprocess, preprocess_split
 from zfnet.data.shards import ShardDataset, load_mean
 from zfnet.data.synthetic import write_imagenet
-from zfnet.data.transforms import center_crop, normalize, random_crops
-from zfnet.train.loop import fit
-from zfnet.train.runtime import prefetch
+from zfnet.data.transforms import WINDOWS, crop_normalize, ten_windows
+from zfnet.train.loop import batches_of, fit
+from zfnet.train.runtime import read_batches, reader_workers
 
 
 class Scratch:
@@ -73,11 +81,14 @@ class Scratch:
         write_imagenet(root, replace(self.synthetic, **overrides), progress=False, workers=self.cfg.preprocess.workers)
         return root
 
-    @cached_property
-    def prepared(self) -> Path:
+    def prepared(self, size: int | None = None) -> Path:
+        """:attr:`raw` preprocessed into shards of ``size x size`` images (None: ``preprocess.size``),
+        made on first use."""
         p = self.cfg.preprocess
-        preprocess(self.raw, self.dir / "prepared", p.size, p.shard_size, p.workers, progress=False)
-        return self.dir / "prepared"
+        out = self.dir / f"prepared-{size or p.size}"
+        if not out.exists():
+            preprocess(self.raw, out, size or p.size, p.shard_size, p.workers, progress=False)
+        return out
 
 
 def bench_preprocess(scratch: Scratch, root: Path, size: int, rounds: Rounds) -> dict:
@@ -120,23 +131,23 @@ def bench_preprocess(scratch: Scratch, root: Path, size: int, rounds: Rounds) ->
     }
 
 
-def _data_batches(train_set, t, crop_mean: torch.Tensor, seed: int, device: torch.device,
+def _data_batches(train_set, t, mean: torch.Tensor, seed: int, device: torch.device,
                   parts: dict[str, float]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The loop's data path for one epoch of ``train_set`` (shard reads, random ``t.crop`` crops,
-    normalisation with ``crop_mean``), adding the seconds of each part to ``parts``."""
+    """The loop's data path for one epoch of ``train_set`` (shard reads in line, ``t.crops``
+    windows cut and normalised with ``mean`` on ``device``), adding the seconds of each part to ``parts``."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train_set), generator=gen).tolist()
-    for i in range(0, len(order), t.batch_size):
+    for indices in batches_of(order, t.batch_size):
         t0 = time.perf_counter()
-        images, labels = train_set.get_batch(order[i : i + t.batch_size])
+        images, labels = train_set.get_batch(indices)
         t1 = time.perf_counter()
-        crops = random_crops(images, t.crop, gen)
+        windows = WINDOWS[t.crops](len(indices), images.shape[-1], t.crop, gen)
+        x = crop_normalize(images.to(device), mean, windows, t.crop, t.input_scale)
+        sync(device)
         t2 = time.perf_counter()
-        x = normalize(crops, crop_mean, t.input_scale)
-        t3 = time.perf_counter()
-        for part, seconds in (("read_s", t1 - t0), ("crop_s", t2 - t1), ("normalize_s", t3 - t2)):
+        for part, seconds in (("read_s", t1 - t0), ("crop_normalize_s", t2 - t1)):
             parts[part] = parts.get(part, 0.0) + seconds
-        yield x.to(device), labels.to(device)
+        yield x, labels.to(device)
 
 
 def _alternate(contenders: dict[str, Callable[[], float]], rounds: Rounds) -> dict[str, list[float]]:
@@ -158,92 +169,162 @@ def bench_loader(scratch: Scratch, device: torch.device, rounds: Rounds,
                  batch_size: int | None = None) -> tuple[dict, list[dict]]:
     """A training epoch of the real loop against the same steps on tensors already in memory.
 
-    Rounds alternate one :func:`fit` epoch (its ``train_seconds``) and one in-memory epoch (the same
-    number of steps of the same model); after ``rounds.warmup`` untimed rounds, the best of the
-    timed ones is kept for each.
+    Rounds alternate one :func:`fit` epoch (its ``train_seconds``), one in-memory epoch (the same
+    number of steps of the same model) and the data path alone (``data``: reads, windows, crops and
+    normalisation on ``device``, split into its parts); after ``rounds.warmup`` untimed rounds, the
+    best of the timed ones is kept for each.
 
     Args:
-        scratch: the dataset (its ``prepared`` shards are made if needed).
+        scratch: the dataset (its shards are made if needed).
         device: where both train.
         rounds: how many rounds.
         batch_size: overrides ``train.batch_size`` (small datasets in ``--quick``).
 
-    Three more epochs in the same rounds say where an overhead comes from: the data path alone
-    (``data``: read, crop, normalise, what the loop's prefetch thread does), the steps with the data
-    path run in line (``inline``: no thread) and behind the loop's own :func:`prefetch` thread
-    outside :func:`fit` (``prefetch``). On a CPU whose cores all run the training's threads, the
-    prefetch thread competes with them rather than hiding the data path.
-
     Returns the result (``images``, ``steps``, ``rounds``, ``epoch_s``, ``compute_s``, ``overhead``
-    = epoch / compute, ``images_per_s`` of both, ``inline_s``, ``prefetch_s`` and their overheads,
-    ``data_s`` and its parts ``data_read_s``, ``data_crop_s``, ``data_normalize_s``) and the target
-    check (overhead <= 1.15).
+    = epoch / compute, ``images_per_s`` of both, ``data_s`` and its parts ``data_read_s``,
+    ``data_crop_normalize_s``) and the target check (overhead <= 1.15).
     """
     cfg = scratch.cfg
     t = replace(cfg.train, epochs=1, milestones=[], eval_crops=1, device=device.type,
                 batch_size=batch_size or cfg.train.batch_size)
     run_cfg = replace(cfg, train=t)
-    prepared = scratch.prepared
+    prepared = scratch.prepared()
     train_set, val_set = ShardDataset(prepared / "train"), ShardDataset(prepared / "val")
     mean = load_mean(prepared)
     meta = {"classes": train_set.classes, "class_names": train_set.class_names}
-
-    crop_mean = center_crop(mean, t.crop)
-
-    def data_batches(parts: dict[str, float]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return _data_batches(train_set, t, crop_mean, cfg.seed, device, parts)
-
-    batches = list(data_batches({}))
+    batches = list(_data_batches(train_set, t, mean, cfg.seed, device, {}))
 
     def fit_epoch() -> float:
         with tempfile.TemporaryDirectory(dir=scratch.dir) as d:
             record = fit(run_cfg, train_set, val_set, mean, Path(d) / "state", Path(d) / "out", meta, progress=False)
         return record["final"]["train_seconds"]
 
+    data_parts: list[dict[str, float]] = []
+
+    def data_only() -> float:
+        parts: dict[str, float] = {}
+        for _ in _data_batches(train_set, t, mean, cfg.seed, device, parts):
+            pass
+        data_parts.append(parts)
+        return sum(parts.values())
+
     with loop_settings(t, device):
         trainer = Trainer(make_model(cfg.model, train_set.num_classes, t.crop, t, device, cfg.seed), t,
                           loop_variant(t, device))
 
-        def train_on(source: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], float]:
-            def epoch() -> float:
-                t0 = time.perf_counter()
-                for x, y in source if isinstance(source, list) else source():
-                    trainer.step(x, y)
-                sync(device)
-                return time.perf_counter() - t0
+        def compute() -> float:
+            t0 = time.perf_counter()
+            for x, y in batches:
+                trainer.step(x, y)
+            sync(device)
+            return time.perf_counter() - t0
 
-            return epoch
-
-        data_parts: list[dict[str, float]] = []
-
-        def data_only() -> float:
-            parts: dict[str, float] = {}
-            for _ in data_batches(parts):
-                pass
-            data_parts.append(parts)
-            return sum(parts.values())
-
-        seconds = _alternate({"epoch": fit_epoch, "compute": train_on(batches),
-                              "inline": train_on(lambda: data_batches({})),
-                              "prefetch": train_on(lambda: prefetch(data_batches({}))), "data": data_only}, rounds)
+        seconds = _alternate({"epoch": fit_epoch, "compute": compute, "data": data_only}, rounds)
     best = {name: min(values) for name, values in seconds.items()}
-    epoch, compute = best["epoch"], best["compute"]
-    n = len(train_set)
+    epoch, n = best["epoch"], len(train_set)
     result = {
         "images": n,
         "batch": t.batch_size,
         "steps": len(batches),
         "rounds": len(seconds["epoch"]),
+        "reader_processes": reader_workers(device, t.workers),
         "epoch_s": epoch,
-        "compute_s": compute,
+        "compute_s": best["compute"],
         "epoch_images_per_s": n / epoch,
-        "compute_images_per_s": n / compute,
-        "overhead": epoch / compute,
-        "inline_s": best["inline"],
-        "prefetch_s": best["prefetch"],
-        "inline_overhead": best["inline"] / compute,
-        "prefetch_overhead": best["prefetch"] / compute,
+        "compute_images_per_s": n / best["compute"],
+        "overhead": epoch / best["compute"],
         "data_s": best["data"],
         **{f"data_{part}": min(p[part] for p in data_parts) for part in data_parts[0]},
     }
-    return result, [target("loader: epoch time / pure compute time", epoch / compute, "<=", 1.15)]
+    return result, [target("loader: epoch time / pure compute time", result["overhead"], "<=", 1.15)]
+
+
+GPU_HOST_CORES = 16  # the GPU host docs/cost.md sizes: 16 cores per GPU
+# What the paper model's step consumes on one H100 (docs/cost.md): 40% of its 989 TFLOPS dense bf16
+# peak / 7.01 GFLOP per image per step.
+H100_TRAIN_IMAGES_PER_S = 0.4 * 989e12 / 7.01e9
+
+
+def bench_loader_224(scratch: Scratch, device: torch.device, rounds: Rounds, batch: int, steps: int,
+                     step_images_per_s: float | None = None) -> tuple[dict, list[dict]]:
+    """The loader alone at the paper's size: ``steps`` batches of ``batch`` random images from shards
+    of 256x256 images (:meth:`Scratch.prepared`), cut to one of the 10 crops at 224 and normalised.
+
+    Contenders, alternated in rounds (:func:`_alternate`), each timed in its steady state (from its
+    first batch on): ``read`` (:meth:`ShardDataset.get_batch` in line) and ``crop``
+    (:func:`crop_normalize` of batches already read, on ``device``), each on one CPU thread (per
+    core); ``reader`` (:func:`read_batches` in one reader process: a GPU host's reading per core,
+    the transfer to this process included); ``loader`` (the loop's data path: reader processes as
+    :func:`reader_workers` decides, pinned memory and an asynchronous copy on a GPU, crops there).
+
+    ``step_images_per_s``: what the training step consumes at 224 on ``device`` (the ``train``
+    section's loop variant), judged against where given. Returns the result (seconds and images/s
+    of each, ``per_core_images_per_s`` = read + crop on one core, ``host_images_per_s`` = reading
+    on a 16-core GPU host, ``headroom_h100`` and, with ``step_images_per_s``, ``headroom``) and the
+    target checks (each headroom >= 3).
+    """
+    prepared = scratch.prepared(256)
+    data, mean = ShardDataset(prepared / "train"), load_mean(prepared).to(device)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, len(data), (batch,), generator=gen).tolist() for _ in range(steps)]
+    windows = [ten_windows(batch, 256, 224, gen) for _ in range(steps)]
+    read = [data.get_batch(b)[0].to(device) for b in batches[:4]]
+    workers = reader_workers(device, 0)
+
+    def steady(items: Callable[[], Iterator], one_thread: bool = False) -> Callable[[], float]:
+        """A contender: the seconds ``items()`` takes from its first item to its last."""
+        def run() -> float:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1 if one_thread else threads)
+            try:
+                it = iter(items())
+                next(it)
+                t0 = time.perf_counter()
+                for _ in it:
+                    pass
+                sync(device)
+                return time.perf_counter() - t0
+            finally:
+                torch.set_num_threads(threads)
+
+        return run
+
+    def loader(reader_processes: int, crop: bool) -> Iterator:
+        for (images, _), w in zip(read_batches(data, batches, reader_processes, device.type == "cuda"), windows):
+            images = images.to(device, non_blocking=True)
+            yield crop_normalize(images, mean, w, 224, 1.0) if crop else images
+
+    seconds = _alternate({
+        "read": steady(lambda: (data.get_batch(b) for b in batches), one_thread=True),
+        "crop": steady(lambda: (crop_normalize(read[i % len(read)], mean, w, 224, 1.0)
+                                for i, w in enumerate(windows)), one_thread=True),
+        "reader": steady(lambda: loader(1, crop=False)),
+        "loader": steady(lambda: loader(workers, crop=True)),
+    }, rounds)
+    return _loader_224_result({name: min(v) for name, v in seconds.items()}, batch * (steps - 1), workers,
+                              device, step_images_per_s)
+
+
+def _loader_224_result(seconds: dict[str, float], images: int, workers: int, device: torch.device,
+                       step_images_per_s: float | None) -> tuple[dict, list[dict]]:
+    """:func:`bench_loader_224`'s result and target checks from the best ``seconds`` of each contender."""
+    rate = {name: images / s for name, s in seconds.items()}
+    host_readers = min(8, GPU_HOST_CORES - 1)  # zfnet.train.runtime.reader_workers on such a host
+    result = {
+        "images": images,
+        "reader_processes": workers,
+        **{f"{name}_s": s for name, s in seconds.items()},
+        **{f"{name}_images_per_s": r for name, r in rate.items()},
+        "per_core_images_per_s": images / (seconds["read"] + seconds["crop"]),
+        "host_images_per_s": host_readers * rate["reader"],
+        "h100_step_images_per_s": H100_TRAIN_IMAGES_PER_S,
+        "headroom_h100": host_readers * rate["reader"] / H100_TRAIN_IMAGES_PER_S,
+    }
+    checks = [target(f"loader 224: {host_readers} reader processes (a {GPU_HOST_CORES}-core GPU host) / an H100's "
+                     "training images/s (docs/cost.md)", result["headroom_h100"], ">=", 3.0)]
+    if step_images_per_s:
+        result["step_images_per_s"] = step_images_per_s
+        result["headroom"] = rate["loader"] / step_images_per_s
+        checks.append(target(f"loader 224: the loop's data path on {device.type} / its training images/s",
+                             result["headroom"], ">=", 3.0))
+    return result, checks

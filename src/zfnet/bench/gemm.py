@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from zfnet.bench.timing import Rounds, timed
+from zfnet.train.runtime import bf16_support
 
 
 def cpu_name() -> str:
@@ -32,29 +33,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_features() -> dict[str, bool]:
-    """The SIMD features that decide fp32 and bf16 GEMM speed, as torch detects them."""
-    caps = getattr(torch._C._cpu, "_get_cpu_capability", dict)()
-    caps = caps if isinstance(caps, dict) else {}
-    names = ("avx2", "fma3", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "avx_vnni", "avx_ne_convert")
-    return {name: bool(caps.get(name, False)) for name in names}
-
-
-def bf16_support(device: torch.device) -> dict:
-    """Whether ``device`` multiplies bf16 natively: ``{"native": bool, "why": str}``."""
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        return {"native": native, "why": f"{torch.cuda.get_device_name(device)}: "
-                + ("bf16 tensor cores" if native else "no bf16 tensor cores (compute capability < 8.0)")}
-    feats = cpu_features()
-    if feats["amx_bf16"] or feats["avx512_bf16"]:
-        return {"native": True, "why": "CPU has " + " and ".join(n for n in ("amx_bf16", "avx512_bf16") if feats[n])}
-    if platform.machine() in ("aarch64", "arm64") and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return {"native": True, "why": "Arm CPU with BF16 instructions"}
-    have = "AVX-512" if feats["avx512_f"] else "AVX2+FMA" if feats["avx2"] else "no AVX2"
-    return {"native": False, "why": f"CPU has {have}, no AVX512-BF16 and no AMX: bf16 GEMM is emulated"}
 
 
 def matmul(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Callable[[], torch.Tensor], float]:

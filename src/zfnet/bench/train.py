@@ -30,6 +30,7 @@ from zfnet.config import ModelConfig, TrainConfig
 from zfnet.models import ConvNet, build
 from zfnet.models.filters import renormalize_filters
 from zfnet.train.loop import init_weights, sgd, topk_errors
+from zfnet.train.runtime import uses_bf16
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ class Variant:
 
 
 def loop_variant(t: TrainConfig, device: torch.device) -> Variant:
-    """The variant :func:`zfnet.train.loop.fit` runs with ``t`` (it autocasts on CUDA only)."""
-    return Variant(bf16=t.amp and device.type == "cuda", channels_last=t.channels_last)
+    """The variant :func:`zfnet.train.loop.fit` runs with ``t`` on ``device`` (``train.amp``:
+    :func:`~zfnet.train.runtime.uses_bf16`)."""
+    return Variant(bf16=uses_bf16(t.amp, device), channels_last=t.channels_last)
 
 
 def race_variants(t: TrainConfig, device: torch.device, bf16: bool, compile: bool) -> tuple[Variant, ...]:

@@ -6,9 +6,17 @@ crop has the mean of its own pixels subtracted. Training takes one ``crop x crop
 image: one of the paper's 10 (``ten``) or a random window with a random horizontal flip
 (``random``); evaluation averages the softmax over the 10 crops (4 corners + centre, each with and
 without flip).
+
+The training data path draws each batch's windows (:data:`WINDOWS`) on the CPU, then cuts them
+from the ``uint8`` images wherever those are (the GPU, when training runs there) and subtracts the
+same windows of the mean (:func:`crop_normalize`): one gather per batch, no per-image loop, and
+the same numbers as normalising the whole image first and cropping it after (a crop only moves
+pixels; each one gets ``(pixel - its mean) * input_scale`` either way).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -18,51 +26,70 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, input_scale: float) -> t
     return (images.float() - mean) * input_scale
 
 
-def crop_batch(images: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, flips: torch.Tensor, crop: int) -> torch.Tensor:
-    """Image ``n``'s ``crop x crop`` window at ``(ys[n], xs[n])``, mirrored where ``flips[n]``: one
-    gather for the whole batch, no per-image loop.
+class Windows(NamedTuple):
+    """Where each image of a batch is cropped: ``ys``, ``xs`` ``(N,)`` int64 top-left offsets and
+    ``flips`` ``(N,)`` bool (mirror the crop)."""
 
-    ``images`` ``(N, C, S, S)`` (any dtype); ``ys``, ``xs`` ``(N,)`` integer offsets; ``flips``
-    ``(N,)`` bool. Returns ``(N, C, crop, crop)``.
+    ys: torch.Tensor
+    xs: torch.Tensor
+    flips: torch.Tensor
+
+    def part(self, rows: slice) -> "Windows":
+        """The windows of the images in ``rows`` (a rank's slice of a global batch)."""
+        return Windows(self.ys[rows], self.xs[rows], self.flips[rows])
+
+
+def random_windows(n: int, size: int, crop: int, generator: torch.Generator) -> Windows:
+    """``n`` random ``crop x crop`` windows of an ``size x size`` image with random horizontal flips
+    (``train.crops: random``), drawn from ``generator`` in the order ``ys``, ``xs``, ``flips``."""
+    ys = torch.randint(0, size - crop + 1, (n,), generator=generator)
+    xs = torch.randint(0, size - crop + 1, (n,), generator=generator)
+    return Windows(ys, xs, torch.rand(n, generator=generator) < 0.5)
+
+
+def ten_windows(n: int, size: int, crop: int, generator: torch.Generator) -> Windows:
+    """One of the paper's 10 sub-crops (:func:`ten_crops`) per image, drawn uniformly from
+    ``generator`` (``train.crops: ten``)."""
+    choice = torch.randint(0, 10, (n,), generator=generator)
+    view = choice % 5  # 0-3: corners (top-left, top-right, bottom-left, bottom-right), 4: centre
+    far, mid = size - crop, (size - crop) // 2
+    ys = torch.tensor([0, 0, far, far, mid])[view]
+    xs = torch.tensor([0, far, 0, far, mid])[view]
+    return Windows(ys, xs, choice >= 5)
+
+
+WINDOWS = {"random": random_windows, "ten": ten_windows}  # train.crops -> how the training windows are drawn
+
+
+def crop_batch(images: torch.Tensor, windows: Windows, crop: int) -> torch.Tensor:
+    """Image ``n``'s ``crop x crop`` window at ``(ys[n], xs[n])``, mirrored where ``flips[n]``: one
+    gather for the whole batch, on ``images``' device.
+
+    ``images`` ``(N, C, S, S)`` (any dtype; an expanded view is not copied). Returns a contiguous
+    ``(N, C, crop, crop)``.
     """
-    steps = torch.arange(crop, device=images.device)
-    rows = ys.to(images.device)[:, None] + steps  # (N, crop)
-    cols = xs.to(images.device)[:, None] + torch.where(flips.to(images.device)[:, None], crop - 1 - steps, steps)
-    n = torch.arange(len(images), device=images.device)[:, None, None]
-    return images[n, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (N, crop, crop, C) -> NCHW
+    n, c, h, w = images.shape
+    device = images.device
+    steps = torch.arange(crop, device=device)
+    rows = windows.ys.to(device)[:, None] + steps  # (N, crop)
+    cols = windows.xs.to(device)[:, None] + torch.where(windows.flips.to(device)[:, None], crop - 1 - steps, steps)
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, crop * crop).expand(n, c, crop * crop)
+    return images.reshape(n, c, h * w).gather(2, index).view(n, c, crop, crop)
+
+
+def crop_normalize(images: torch.Tensor, mean: torch.Tensor, windows: Windows, crop: int,
+                   input_scale: float) -> torch.Tensor:
+    """The model input of a training batch: ``uint8`` ``images`` ``(N, 3, S, S)`` cut at ``windows``
+    and normalised with the same windows of ``mean`` ``(3, S, S)`` (on ``images``' device), float
+    ``(N, 3, crop, crop)``; equal to cropping :func:`normalize` of the whole images."""
+    mean = mean.to(images.device)[None].expand(len(images), *mean.shape)
+    return normalize(crop_batch(images, windows, crop), crop_batch(mean, windows, crop), input_scale)
 
 
 def random_crops(images: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
-    """Random ``crop x crop`` sub-crops with random horizontal flips (``train.crops: random``).
-
-    Args:
-        images: ``(N, C, S, S)`` tensor (any dtype).
-        crop: output side, ``<= S``.
-        generator: the source of randomness (seeded per epoch for determinism).
-
-    Returns ``(N, C, crop, crop)``; the offsets and flips are drawn as ``(N,)`` tensors from ``generator``.
-    """
-    n, _, h, w = images.shape
-    ys = torch.randint(0, h - crop + 1, (n,), generator=generator)
-    xs = torch.randint(0, w - crop + 1, (n,), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    return crop_batch(images, ys, xs, flips, crop)
-
-
-def random_ten_crops(images: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
-    """One of the paper's 10 sub-crops (:func:`ten_crops`) per image, drawn uniformly (``train.crops: ten``).
-
-    ``(N, C, S, S)`` -> ``(N, C, crop, crop)``; the choices are drawn from ``generator``.
-    """
-    n, _, h, w = images.shape
-    choice = torch.randint(0, 10, (n,), generator=generator)
-    view = choice % 5  # 0-3: corners (top-left, top-right, bottom-left, bottom-right), 4: centre
-    ys = torch.tensor([0, 0, h - crop, h - crop, (h - crop) // 2])[view]
-    xs = torch.tensor([0, w - crop, 0, w - crop, (w - crop) // 2])[view]
-    return crop_batch(images, ys, xs, choice >= 5, crop)
-
-
-CROPS = {"random": random_crops, "ten": random_ten_crops}  # train.crops -> the training crop
+    """Random ``crop x crop`` sub-crops of ``images`` ``(N, C, S, S)`` with random horizontal flips,
+    the windows drawn from ``generator`` (:func:`random_windows`); ``(N, C, crop, crop)``."""
+    return crop_batch(images, random_windows(len(images), images.shape[-1], crop, generator), crop)
 
 
 def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:

@@ -28,12 +28,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from zfnet.config import Config, ModelConfig, TrainConfig
-from zfnet.data.transforms import CROPS, center_crop, normalize, ten_crops
+from zfnet.data.transforms import WINDOWS, center_crop, crop_normalize, normalize, ten_crops
 from zfnet.models import ConvNet, build
 from zfnet.models.filters import at_radius, renormalize_filters, spatial_autocorrelation
 from zfnet.train import distributed
 from zfnet.train.checkpoint import FORMAT, Checkpointer
-from zfnet.train.runtime import configure, prefetch, prefetch_depth, resolve_device
+from zfnet.train.runtime import configure, read_batches, reader_workers, resolve_device, uses_bf16
 from zfnet.train.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,11 @@ def sgd(params, t) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, fused=fused or None)
 
 
-def _batches(dataset, order: list[int], batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for i in range(0, len(order), batch_size):
-        yield dataset.get_batch(order[i : i + batch_size])
+def batches_of(order: list[int], batch_size: int, part: bool = False) -> list[list[int]]:
+    """``order`` cut into batches of ``batch_size``; with ``part``, each cut to this rank's contiguous
+    slice (:func:`zfnet.train.distributed.rank_slice`)."""
+    cut = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [b[distributed.rank_slice(len(b))] for b in cut] if part else cut
 
 
 @torch.no_grad()
@@ -89,23 +91,25 @@ def evaluate(model: ConvNet, dataset, mean: torch.Tensor, t: TrainConfig, device
     """Validation loss and top-1/top-5 error (%), averaging the softmax over ``crops`` crops.
 
     ``dataset``: ``get_batch(indices) -> (uint8 (B, 3, S, S), labels (B,))``; ``mean`` ``(3, S, S)``;
-    ``t``: the ``train`` config (``crop``, ``input_scale``, ``batch_size``, ``channels_last``, ``amp``).
-    ``crops=10`` is the paper's protocol (4 corners + centre, with flips); ``crops=1`` the centre crop.
-    With 10 crops the same images are also compared with their centre crop alone (one of the ten),
-    paired image by image (:func:`paired_with_centre`: ``val_crops_*``). Under ``torchrun`` every
-    rank evaluates every ``world_size``-th image and the sums are all-reduced, so all ranks return
-    the same numbers (call it on every rank).
+    ``t``: the ``train`` config (``crop``, ``input_scale``, ``batch_size``, ``channels_last``, ``amp``,
+    ``workers``). ``crops=10`` is the paper's protocol (4 corners + centre, with flips); ``crops=1``
+    the centre crop; with 10 crops the same images are also compared with their centre crop alone (one
+    of the ten), paired image by image (:func:`paired_with_centre`: ``val_crops_*``). Under ``torchrun``
+    every rank evaluates every ``world_size``-th image and the sums are all-reduced, so all ranks
+    return the same numbers (call it on every rank).
     """
     model.eval()
     sums = torch.zeros(4 + (len(PAIRED) if crops == 10 else 0), dtype=torch.float64)  # loss, err1, err5, n, paired
     order = list(range(distributed.rank(), len(dataset), distributed.world_size()))
-    for images, labels in prefetch(_batches(dataset, order, t.batch_size)):
-        full = normalize(images.to(device), mean.to(device), t.input_scale)
+    mean, bf16 = mean.to(device), uses_bf16(t.amp, device)
+    for images, labels in read_batches(dataset, batches_of(order, t.batch_size), reader_workers(device, t.workers),
+                                       pin_memory=device.type == "cuda"):
+        full = normalize(images.to(device, non_blocking=True), mean, t.input_scale)
         views = ten_crops(full, t.crop) if crops == 10 else center_crop(full, t.crop)[None]
         k, b = views.shape[:2]
         x = views.flatten(0, 1)
         x = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x).float()
         per_view = logits.softmax(1).view(k, b, -1).cpu()
         probs = per_view.mean(0)
@@ -165,31 +169,34 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataset,
     """One pass over ``dataset`` in a seeded random order; returns the epoch's training loss and
     top-1 error (%), measured on its augmented mini-batches.
 
-    ``model`` may be DDP-wrapped (:func:`zfnet.train.distributed.wrap`). Every rank draws the same
-    permutation and crops for each global batch of ``t.batch_size`` and trains on its contiguous
-    slice; a slice's loss is its summed cross-entropy x world size / global batch, so DDP's
-    gradient average equals the one-process gradient of the global batch. Dropout is seeded per
-    rank. After every step the filters are renormalised (``t.renormalize``).
+    The data path: reader processes (:func:`~zfnet.train.runtime.read_batches`, ``t.workers``) read
+    each batch's uint8 images from the shards; they move to ``device`` as uint8 and are cropped,
+    flipped and normalised there in one gather (:func:`~zfnet.data.transforms.crop_normalize`), the
+    windows drawn here (``t.crops``). ``model`` may be DDP-wrapped
+    (:func:`zfnet.train.distributed.wrap`). Every rank draws the same permutation and windows for
+    each global batch of ``t.batch_size`` and reads and trains on its contiguous slice; a slice's
+    loss is its summed cross-entropy x world size / global batch, so DDP's gradient average equals
+    the one-process gradient of the global batch. Dropout is seeded per rank. After every step the
+    filters are renormalised (``t.renormalize``).
     """
     world = distributed.world_size()
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * distributed.rank())  # dropout
     order = torch.randperm(len(dataset), generator=gen).tolist()
-    crop, mean = CROPS[t.crops], mean.float()
-
-    def batches():
-        for images, labels in _batches(dataset, order, t.batch_size):
-            part = distributed.rank_slice(len(labels))
-            x = crop(normalize(images, mean, t.input_scale), t.crop, gen)[part]  # the mean before the crop
-            yield x, labels[part], len(labels)
+    sizes = [len(b) for b in batches_of(order, t.batch_size)]
+    reads = read_batches(dataset, batches_of(order, t.batch_size, part=True), reader_workers(device, t.workers),
+                         pin_memory=device.type == "cuda")
+    draw, size, mean, bf16 = WINDOWS[t.crops], mean.shape[-1], mean.to(device), uses_bf16(t.amp, device)
 
     model.train()
     loss_sum, err1, n = 0.0, 0.0, 0
-    for x, y, global_batch in prefetch(batches(), prefetch_depth(device, t.workers)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for (images, y), global_batch in zip(reads, sizes):
+        windows = draw(global_batch, size, t.crop, gen).part(distributed.rank_slice(global_batch))
+        x = crop_normalize(images.to(device, non_blocking=True), mean, windows, t.crop, t.input_scale)
+        y = y.to(device, non_blocking=True)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
             summed = F.cross_entropy(logits.float(), y, reduction="sum")
         sgd_step(model, optimizer, summed * world / global_batch, t, f"training diverged at epoch {epoch}")

@@ -1,11 +1,11 @@
-"""Where and how training runs: the device, CPU threads, determinism and the batch prefetcher."""
+"""Where and how training runs: the device, CPU threads, determinism, the precision and the batch reader."""
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from typing import Iterator
+import platform
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 
@@ -30,49 +30,101 @@ def configure(device: torch.device, threads: int = 0) -> None:
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 
 
-def prefetch_depth(device: torch.device, workers: int = 0) -> int:
-    """How many training batches a background thread prepares ahead (:func:`prefetch`); 0 = in line.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 instructions that multiply bf16 in hardware
+
+
+CPU_FEATURES = {"avx2": "avx2", "fma3": "fma", "avx512_f": "avx512f", "avx512_bf16": "avx512_bf16",
+                "amx_tile": "amx_tile", "amx_bf16": "amx_bf16", "avx_vnni": "avx_vnni",
+                "avx_ne_convert": "avx_ne_convert"}  # torch's name -> /proc/cpuinfo's flag
+
+
+def cpu_features() -> dict[str, bool]:
+    """The SIMD features that decide fp32 and bf16 GEMM speed (:data:`CPU_FEATURES`), as torch
+    detects them, or as ``/proc/cpuinfo`` flags them where this torch does not say."""
+    caps = getattr(torch._C._cpu, "_get_cpu_capability", dict)()
+    if isinstance(caps, dict) and caps:
+        return {name: bool(caps.get(name, False)) for name in CPU_FEATURES}
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    have = set(flags.split(":", 1)[-1].split())
+    return {name: flag in have for name, flag in CPU_FEATURES.items()}
+
+
+def bf16_support(device: torch.device) -> dict:
+    """Whether ``device`` multiplies bf16 natively: ``{"native": bool, "why": str}``.
+
+    CUDA: bf16 tensor cores (compute capability >= 8.0). x86 CPUs: AMX or AVX512-BF16 (elsewhere
+    oneDNN emulates bf16, ~8x slower than fp32 for ZFNet; docs/benchmarks.md). Arm: the BF16 extension.
+    """
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return {"native": native, "why": f"{torch.cuda.get_device_name(device)}: "
+                + ("bf16 tensor cores" if native else "no bf16 tensor cores (compute capability < 8.0)")}
+    if device.type != "cpu":
+        return {"native": False, "why": f"{device.type}: not checked"}
+    feats = cpu_features()
+    if any(feats[flag] for flag in BF16_CPU_FLAGS):
+        return {"native": True, "why": "CPU has " + " and ".join(n for n in BF16_CPU_FLAGS if feats[n])}
+    if platform.machine() in ("aarch64", "arm64") and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return {"native": True, "why": "Arm CPU with BF16 instructions"}
+    have = "AVX-512" if feats["avx512_f"] else "AVX2+FMA" if feats["avx2"] else "no AVX2"
+    return {"native": False, "why": f"CPU has {have}, no AVX512-BF16 and no AMX: bf16 GEMM is emulated"}
+
+
+def uses_bf16(amp: str, device: torch.device) -> bool:
+    """Whether ``train.amp`` autocasts to bf16 on ``device``: ``bf16`` always, ``fp32`` never, ``auto``
+    where ``device`` multiplies bf16 natively (:func:`bf16_support`: a GPU with bf16 tensor cores, a CPU
+    with AMX or AVX512-BF16) and not where bf16 would be emulated."""
+    return amp == "bf16" or (amp == "auto" and bf16_support(device)["native"])
+
+
+def reader_workers(device: torch.device, workers: int = 0) -> int:
+    """How many processes read training batches ahead (:func:`read_batches`); 0 = in line.
 
     ``workers`` > 0 (``train.workers``) is taken as given. 0 decides: on a GPU the step runs
-    asynchronously and the thread keeps it fed (2 ahead). On a CPU the step's intra-op threads
-    already occupy the cores torch may use: a prefetch thread's torch ops then compete with them
-    and cost more than they hide (an epoch at 1.17x pure compute with the thread, 1.08x in line,
-    2 cores; docs/benchmarks.md), so it runs only with a core to spare.
+    asynchronously and readers keep it fed: one per core this process may use beyond its own, split
+    among the ranks on the machine, at most 8 (docs/cost.md: 8 cores read 20x what an H100 trains).
+    On a CPU the step's intra-op threads already occupy the cores torch may use: a reader then
+    competes with them and costs more than it hides (docs/benchmarks.md), so one runs only with a
+    core to spare.
     """
     if workers > 0:
         return workers
-    if device.type != "cpu":
-        return 2
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return 2 if torch.get_num_threads() < cores else 0
+    if device.type != "cpu":
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, min(8, cores // local_ranks - 1))
+    return 1 if torch.get_num_threads() < cores else 0
 
 
-def prefetch(it: Iterator, depth: int = 2) -> Iterator:
-    """Run ``it`` in a background thread, ``depth`` items ahead (decode and crop overlap compute);
-    ``depth`` 0 runs it in line."""
-    if depth <= 0:
-        yield from it
+class _Reader(torch.utils.data.Dataset):
+    """``dataset.get_batch`` as a map-style dataset over index lists (what a DataLoader worker runs)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset.get_batch(indices)
+
+
+def read_batches(dataset, batches: Sequence[Sequence[int]], workers: int = 0,
+                 pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``dataset.get_batch(b)`` for each index list ``b`` of ``batches``, in order: uint8 images
+    ``(B, 3, S, S)`` and int64 labels ``(B,)``, on the CPU.
+
+    ``workers`` 0 reads in line; N reads in N DataLoader processes, 2 batches ahead each, and
+    ``pin_memory`` puts the batches in page-locked memory (a GPU copies them asynchronously). Only
+    reading runs there: crops and normalisation happen where the model is
+    (:func:`zfnet.data.transforms.crop_normalize`).
+    """
+    if workers <= 0:
+        for indices in batches:
+            yield dataset.get_batch(indices)
         return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    error: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            for item in it:
-                q.put(item)
-        except BaseException as exc:  # re-raised in the consumer
-            error.append(exc)
-        finally:
-            q.put(done)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    while (item := q.get()) is not done:
-        yield item
-    thread.join()
-    if error:
-        raise error[0]
+    yield from torch.utils.data.DataLoader(_Reader(dataset), batch_size=None, sampler=batches, num_workers=workers,
+                                           pin_memory=pin_memory, prefetch_factor=2)

@@ -14,6 +14,7 @@ MODELS_ABLATION = Path("models_ablation")  # ablate stage outs: <variant>/seed-<
 METRICS = Path("metrics")  # every stage's metrics/<stage>.json
 PLOTS = Path("plots")  # train stage: train.csv, train_curves.png
 RESULTS = Path("results")  # the tables (ablation, transfer, probes) as CSV and Markdown
+TOP9_INDEX = RESULTS / "top9_index"  # visualize stage out: every map's top-9 and tiles (zfnet explore reads it)
 ABLATION_FIGURES = Path("figures/ablation")  # ablation_report stage out (Fig. 6, Table 3 bars)
 TRANSFER = Path("data/transfer")  # transfer_data stage out
 TRANSFER_SOURCES = TRANSFER / "sources.json"  # where each transfer dataset is: read by transfer and probe

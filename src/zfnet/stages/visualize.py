@@ -2,9 +2,11 @@
 
 Deps: ``models/`` (``model.pt``, ``milestones/``), ``data/prepared``. Params: ``viz``.
 Outs: ``viz.out`` (``top9_conv1..5.png``, ``filters_conv1.png``, ``filters_<label>.png``,
-``evolution.png``). Metrics ``metrics/visualize.json``: dead-filter fraction and frequency-band
-shares of the layer-1 filters, the epoch at which each layer's top-9 stopped changing, each layer's
-mean top-9 overlap with the final epoch at every milestone and its settled fraction.
+``evolution.png``); ``results/top9_index/`` (every map's top-9 and projection tiles,
+:mod:`zfnet.viz.index`: what ``zfnet explore`` browses). Metrics ``metrics/visualize.json``:
+dead-filter fraction and frequency-band shares of the layer-1 filters, the epoch at which each
+layer's top-9 stopped changing, each layer's mean top-9 overlap with the final epoch at every
+milestone and its settled fraction.
 MLflow: a ``visualize`` child run with those metrics and the figures as artifacts.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from zfnet.config import Config
 from zfnet.io import write_json
-from zfnet.paths import METRICS, MODELS, PREPARED
+from zfnet.paths import METRICS, MODELS, PREPARED, TOP9_INDEX
 from zfnet.stages.common import run_stage
 
 
@@ -74,6 +76,7 @@ def main(cfg: Config) -> None:
             batch_size=v.batch_size,
             max_batch=v.max_batch,
             device=resolve_device(v.device),
+            index=TOP9_INDEX,
         )
         metrics = metrics_of(result)
         write_json(METRICS / "visualize.json", metrics)

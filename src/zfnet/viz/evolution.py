@@ -32,9 +32,10 @@ mean overlap over the earlier milestones, as a fraction of 9 (:func:`settled`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 from zfnet.train.checkpoint import Checkpoint
 from zfnet.viz.features import layer_features
@@ -120,6 +121,7 @@ def evolution(
     max_batch: int = 256,
     tile_size: int = 48,
     probe_images: int = 256,
+    each: Callable[[int, nn.Module, dict[str, TopActivations]], None] | None = None,
 ) -> dict:
     """Write the Fig. 4 grid to ``out`` (PNG) and return when each layer converges.
 
@@ -134,6 +136,8 @@ def evolution(
         max_batch: deconvnet chunk size.
         tile_size: display side of each projection (cropped to the unit's receptive field, then resized).
         probe_images: images (the first of ``batches``) on which the layers' CKA is measured.
+        each: called with ``(epoch, model, its top-9)`` at every milestone, in order (the top-9
+            index keeps every map's evolution: :class:`zfnet.viz.index.Evolution`).
 
     Returns ``{"figure": path, "epochs": [e, ...], "cka": {layer: [CKA with the last milestone per
     epoch]}, "cka_converged_epoch": {layer: e}, "cka_settled": {layer: mean CKA over the earlier
@@ -160,13 +164,15 @@ def evolution(
         if epochs and ckpt.epoch <= epochs[-1]:
             raise ValueError(f"checkpoints must be in ascending epoch order: {path} (epoch {ckpt.epoch}) after epoch {epochs[-1]}")
         epochs.append(ckpt.epoch)
+        if each is not None:
+            each(ckpt.epoch, model, tops)
         features = None if model is final_model else layer_features(model, probe, layers)
         for layer in layers:
             grams[layer].append(final_grams[layer] if features is None else gram(features[layer]))
             live = final[layer].values[:, 0] > 0
             shared = overlap(tops[layer], final[layer])[live].float()
             overlaps[layer].append(float(shared.mean()) if live.any() else float(final[layer].values.shape[1]))
-            recon, _ = project_top(model, layer, _strongest(tops[layer]), chosen[layer], fetch, max_batch,
+            recon, _ = project_top(model, layer, tops[layer].top(1), chosen[layer], fetch, max_batch,
                                    receptive_field(model, layer))
             tiles[layer].append(resize(normalize_signed(recon[:, 0]), tile_size))
     rows = torch.cat([torch.stack(tiles[layer], 1) for layer in layers])  # (maps per layer x layers, epochs, 3, s, s)
@@ -198,8 +204,3 @@ def evolution(
         "lower_layers_first": verdict,
         "decided_by": decided_by,
     }
-
-
-def _strongest(top: TopActivations) -> TopActivations:
-    """Only the strongest of each map's recorded activations (``k = 1``)."""
-    return TopActivations(top.values[:, :1], top.images[:, :1], top.ys[:, :1], top.xs[:, :1])

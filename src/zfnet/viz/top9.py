@@ -51,6 +51,10 @@ class TopActivations:
     ys: torch.Tensor
     xs: torch.Tensor
 
+    def top(self, k: int) -> "TopActivations":
+        """Only each map's ``k`` strongest recorded activations (fields ``(C, k)``, fewer if fewer were kept)."""
+        return TopActivations(self.values[:, :k], self.images[:, :k], self.ys[:, :k], self.xs[:, :k])
+
     def strongest_maps(self, n: int) -> torch.Tensor:
         """``(min(n, C),)`` indices of the maps with the largest top activation, strongest first."""
         return self.values[:, 0].argsort(descending=True)[:n]

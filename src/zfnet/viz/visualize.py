@@ -12,11 +12,20 @@ torchvision:alexnet --weights FILE --images DIR --layers features.11`` runs it o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from zfnet.viz.network import Network
+
+
+def _image_names(dataset, images_dir: str | Path | None) -> list[str]:
+    """Each scanned image's name: its source path in the dataset, or its file under ``images_dir``."""
+    paths = dataset.paths()
+    if images_dir is None:
+        return paths
+    root = Path(images_dir)
+    return [Path(p).name if root.is_file() else Path(p).relative_to(root).as_posix() for p in paths]
 
 
 def visualize(
@@ -38,6 +47,8 @@ def visualize(
     images_dir: str | Path | None = None,
     max_pixels: int | None = None,
     layers: Sequence[str] | None = None,
+    index: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Write the figures into ``out`` and return their paths and numbers.
 
@@ -59,6 +70,9 @@ def visualize(
         images_dir: scan this folder of image files (any layout; resized and cropped as the model
             expects) instead of the prepared splits; max_pixels: their decompression-bomb limit.
         layers: the layers of Fig. 2 (:mod:`zfnet.viz.layers`); default ZFNet's ``conv1``..``conv5``.
+        index: a folder for the top-9 index of every map (:mod:`zfnet.viz.index`, what ``zfnet
+            explore`` browses), with every map's evolution when there are milestones; None: none.
+        progress: called with a line saying what starts next (the passes take minutes on a large set).
 
     Returns ``{"top9": {layer: path}, "filters": {label: stats}, "evolution": dict | None, "purity":
     {"chance": float, layer: [class purity of each live map's top-9]} | None (an image folder has no
@@ -68,6 +82,7 @@ def visualize(
     from zfnet.data.shards import ShardDataset
     from zfnet.viz.evolution import evolution
     from zfnet.viz.filters import filters
+    from zfnet.viz.index import Evolution, write_index
     from zfnet.viz.network import from_checkpoint
     from zfnet.viz.top9 import Images, class_purity, purity_chance, top9, top9_figures
 
@@ -81,10 +96,13 @@ def visualize(
         dataset = folder if folder is not None else ShardDataset(prepared / name)
         return Images(dataset, network.inputs, batch_size, max_images, device)
 
+    step = progress or (lambda message: None)
     data = images(split)
+    step(f"top-9 pass over {len(data)} images")
     tops = top9(network.model, data, layers)
+    step(f"top-9 figures of {len(tops)} layers (Fig. 2) and the layer-1 filters (Fig. 6)")
     figures = top9_figures(network.model, tops, data.fetch, out, maps, data.pixels, max_batch)
-    purity = None
+    purity = labels = None
     if folder is None:  # the prepared split has labels: how class-specific each layer's top-9 is
         labels = data.dataset.labels()[: len(data)]
         purity = {"chance": purity_chance(labels),
@@ -93,10 +111,18 @@ def visualize(
     for label, path in (compare or {}).items():
         stats[label] = filters(from_checkpoint(path).model, out / f"filters_{label}.png", dead_ratio,
                                title=f"{label}: conv1 filters")
-    evolved = None
+    evolved = tracked = None
     if milestones:
+        step(f"feature evolution over {len(milestones)} milestones (Fig. 4)")
         train = images(evolution_split)
+        tracked = Evolution(train, max_batch) if index is not None else None
         evolved = evolution(milestones, train, train.fetch, out / "evolution.png", evolution_maps, stable,
-                            device, max_batch)
+                            device, max_batch, each=tracked.add if tracked else None)
+    if index is not None:
+        step(f"top-9 index: the projections of every map of {len(tops)} layers")
+        write_index(index, network.model, tops, data, labels, [] if folder else data.dataset.class_names,
+                    _image_names(data.dataset, images_dir)[: len(data)], tracked, max_batch,
+                    meta={"model": network.name, "split": "folder" if folder else split,
+                          "evolution_split": evolution_split if tracked else None})
     return {"top9": {k: str(v) for k, v in figures.items()}, "filters": stats, "evolution": evolved,
             "purity": purity, "images": len(data)}

@@ -57,11 +57,25 @@ class CropTransform(NamedTuple):
     size: int
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """The content of the file at ``path``; raises :class:`BadImage` if it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise BadImage(f"unreadable ({exc.strerror or exc})") from exc
+
+
 def load_rgb(path: str | Path, max_pixels: int | None = None, shrink_to: int | None = None) -> Image.Image:
-    """Decode the image at ``path`` (by content, whatever its extension) into a loaded RGB image.
+    """Decode the image at ``path`` (by content, whatever its extension) into a loaded RGB image:
+    :func:`decode_rgb` of its bytes."""
+    return decode_rgb(read_bytes(path), max_pixels, shrink_to)
+
+
+def decode_rgb(data: bytes, max_pixels: int | None = None, shrink_to: int | None = None) -> Image.Image:
+    """Decode an image file's bytes ``data`` (by content) into a loaded RGB image.
 
     Args:
-        path: the file.
+        data: the file's content (read from disk, or uploaded).
         max_pixels: refuse images that would decode to more than this many pixels (decompression
             bombs); ``None`` means PIL's ``Image.MAX_IMAGE_PIXELS`` at call time, with PIL's own
             hard limit (twice that) on top. An explicit limit is the only one (PIL's is raised to it).
@@ -75,13 +89,9 @@ def load_rgb(path: str | Path, max_pixels: int | None = None, shrink_to: int | N
     composited onto mid-grey.
 
     Raises:
-        BadImage: empty, unreadable, not an image, a decompression bomb, truncated or corrupt,
+        BadImage: empty, not an image, a decompression bomb, truncated or corrupt,
             or a mode with no conversion to RGB. No PIL error or ``OSError`` escapes.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BadImage(f"unreadable ({exc.strerror or exc})") from exc
     if not data:
         raise BadImage("empty file")
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels

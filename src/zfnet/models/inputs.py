@@ -80,16 +80,22 @@ class InputSpec:
         rgb = x / self.scale.to(x.device) + mean.to(x.device)
         return ((rgb.flip(1) if self.bgr else rgb) / 255).clamp(0, 1)
 
-    def load(self, path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
-        """One image file as the ``resize x resize`` uint8 crop ``(1, 3, resize, resize)``, decoded as the
-        pipeline does (a large one shrunk while decoding, up to ``max_pixels``). Raises ``BadImage`` naming the file."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> torch.Tensor:
+        """An image file's bytes as the ``resize x resize`` uint8 crop ``(1, 3, resize, resize)``, decoded
+        as the pipeline does (a large one shrunk while decoding, up to ``max_pixels``). Raises ``BadImage``."""
         import numpy as np
 
-        from zfnet.data.images import BadImage, load_rgb, resize_center_crop
+        from zfnet.data.images import decode_rgb, resize_center_crop
+
+        crop, _ = resize_center_crop(decode_rgb(data, max_pixels, shrink_to=self.resize), self.resize)
+        return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None]
+
+    def load(self, path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
+        """One image file as :meth:`decode` reads it. Raises ``BadImage`` naming the file."""
+        from zfnet.data.images import BadImage, read_bytes
 
         try:
-            crop, _ = resize_center_crop(load_rgb(path, max_pixels, shrink_to=self.resize), self.resize)
+            return self.decode(read_bytes(path), max_pixels)
         except BadImage as exc:
             hint = " (--max-pixels raises the limit)" if exc.reason.startswith("decompression bomb") else ""
             raise BadImage(f"{path}: {exc.reason}{hint}") from None
-        return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None]

@@ -70,9 +70,10 @@ def tracking_uri(cfg: Config | None = None) -> str:
     return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def git_commit() -> str:
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The commit checked out in ``cwd`` (default: the current folder), or ``unknown``."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

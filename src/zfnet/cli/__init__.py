@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "zfnet.cli.findings",  # findings
     "zfnet.cli.retrain",  # retrain
     "zfnet.cli.bench",  # bench
+    "zfnet.cli.explore",  # explore
 )
 
 

@@ -64,13 +64,15 @@ def mirror(parser: argparse.ArgumentParser, flag: str, cls: type, name: str, hel
     parser.add_argument(flag, default=default, help=f"{help} (default: {shown}, as {config_key(cls, name)})", **kwargs)
 
 
-def max_pixels_option(parser: argparse.ArgumentParser) -> None:
-    """``--max-pixels``: the decompression-bomb limit of the user's images (:func:`zfnet.data.images.load_rgb`)."""
+def max_pixels_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """``--max-pixels``: the decompression-bomb limit of the user's images (:func:`zfnet.data.images.load_rgb`;
+    ``default`` None: :data:`~zfnet.data.images.COMMAND_MAX_PIXELS`)."""
     from zfnet.data.images import COMMAND_MAX_PIXELS
 
-    parser.add_argument("--max-pixels", type=number(int, gt=0), default=COMMAND_MAX_PIXELS, metavar="N",
+    default = default or COMMAND_MAX_PIXELS
+    parser.add_argument("--max-pixels", type=number(int, gt=0), default=default, metavar="N",
                         help="decode images of up to N pixels (large ones are shrunk while decoding); a file "
-                        f"declaring more is refused as a decompression bomb (default: {COMMAND_MAX_PIXELS:,})")
+                        f"declaring more is refused as a decompression bomb (default: {default:,})")
 
 
 def output_dir(out: str | None, command: str) -> Path:

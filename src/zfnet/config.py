@@ -97,7 +97,7 @@ class TrainConfig:
     # every milestone (curves, annealing).
     eval_crops: int = 10
     val_every: int = 1  # centre-crop validation every N epochs (0: only at milestones and the last); plateau needs 1
-    # Processes reading training batches ahead (crops and normalisation run where the model is):
+    # Threads reading training batches ahead (crops and normalisation run where the model is):
     # 0 = auto (on a GPU one per spare core, at most 8; on a CPU one if the step leaves a core
     # free, else in line), N = always N (zfnet.train.runtime.reader_workers).
     workers: int = 0

@@ -10,14 +10,14 @@ folder (:class:`Scratch`), with the pipeline's ``preprocess`` and ``train`` sett
   :func:`load_rgb` alone on the same files in one process (decode-only); on the pipeline's small
   images and, in the full run, on ImageNet-sized ones (short side about 375, stored at 256).
 - **loader, default**: one epoch of :func:`zfnet.train.loop.fit` (its ``train_seconds``: shard reads
-  through :class:`ShardDataset`, in line or in reader processes as
+  through :class:`ShardDataset`, in line or in reader threads as
   :func:`zfnet.train.runtime.reader_workers` decides, crops and normalisation on the device, and
   the steps) against the same number of steps of the same model on batches already cropped and
   normalised in memory. The ratio is the loader's overhead: 1.0 means the data path is hidden.
 - **loader, 224**: the same images stored at 256 (the paper's shards: 196 KB each), read in
   batches of ``train.batch_size`` random images, and cut to one of the 10 crops at 224 and
   normalised (:func:`~zfnet.data.transforms.crop_normalize`): images/s per core of reading and of
-  cropping (one thread each), of one reader process (what a GPU host runs per core), and of the
+  cropping (one thread each), of one reader thread (what a GPU host runs per core), and of the
   loop's whole data path on ``device``; judged against what the model step consumes at 224
   (:data:`H100_TRAIN_IMAGES_PER_S` projected for a 16-core H100 host, docs/cost.md; on a GPU the
   step measured by the ``train`` section).
@@ -253,8 +253,8 @@ def bench_loader_224(scratch: Scratch, device: torch.device, rounds: Rounds, bat
     Contenders, alternated in rounds (:func:`_alternate`), each timed in its steady state (from its
     first batch on): ``read`` (:meth:`ShardDataset.get_batch` in line) and ``crop``
     (:func:`crop_normalize` of batches already read, on ``device``), each on one CPU thread (per
-    core); ``reader`` (:func:`read_batches` in one reader process: a GPU host's reading per core,
-    the transfer to this process included); ``loader`` (the loop's data path: reader processes as
+    core); ``reader`` (:func:`read_batches` in one reader thread, into pinned memory on a GPU: a GPU
+    host's reading per core); ``loader`` (the loop's data path: reader threads as
     :func:`reader_workers` decides, pinned memory and an asynchronous copy on a GPU, crops there).
 
     ``step_images_per_s``: what the training step consumes at 224 on ``device`` (the ``train``
@@ -320,7 +320,7 @@ def _loader_224_result(seconds: dict[str, float], images: int, workers: int, dev
         "h100_step_images_per_s": H100_TRAIN_IMAGES_PER_S,
         "headroom_h100": host_readers * rate["reader"] / H100_TRAIN_IMAGES_PER_S,
     }
-    checks = [target(f"loader 224: {host_readers} reader processes (a {GPU_HOST_CORES}-core GPU host) / an H100's "
+    checks = [target(f"loader 224: {host_readers} reader threads (a {GPU_HOST_CORES}-core GPU host) / an H100's "
                      "training images/s (docs/cost.md)", result["headroom_h100"], ">=", 3.0)]
     if step_images_per_s:
         result["step_images_per_s"] = step_images_per_s

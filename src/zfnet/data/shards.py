@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -78,6 +79,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self._starts = np.cumsum([0] + [s["count"] for s in shards])  # (num_shards + 1,)
         self._labels = self._concat("labels")
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # reader threads share the open memory maps
 
     @property
     def num_classes(self) -> int:
@@ -125,8 +127,11 @@ class ShardDataset(torch.utils.data.Dataset):
         return paths
 
     def __getstate__(self) -> dict:
-        """Pickle (e.g. to spawned DataLoader workers) without the open memory maps."""
-        return {**self.__dict__, "_images": OrderedDict()}
+        """Pickle (e.g. to spawned processes) without the open memory maps and their lock."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_images", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _images=OrderedDict(), _lock=threading.Lock())
 
     def _concat(self, kind: str) -> np.ndarray:
         parts = []
@@ -138,18 +143,20 @@ class ShardDataset(torch.utils.data.Dataset):
         return np.concatenate(parts)
 
     def _shard_images(self, k: int) -> np.ndarray:
-        """The memory map of shard ``k``'s images, ``(n, 3, S, S)`` (least recently used closed first)."""
-        images = self._images.pop(k, None)
-        if images is None:
-            shard = self.manifest["shards"][k]
-            images = np.load(self.split_dir / shard["images"], mmap_mode="r")
-            if images.shape != (shard["count"], 3, self.size, self.size):
-                raise ShardError(f"{self.split_dir / shard['images']}: shape {images.shape}, manifest says "
-                                 f"{(shard['count'], 3, self.size, self.size)}")
-        self._images[k] = images
-        if len(self._images) > MAX_OPEN_SHARDS:
-            self._images.popitem(last=False)
-        return images
+        """The memory map of shard ``k``'s images, ``(n, 3, S, S)`` (least recently used closed first;
+        safe to call from several threads)."""
+        with self._lock:
+            images = self._images.pop(k, None)
+            if images is None:
+                shard = self.manifest["shards"][k]
+                images = np.load(self.split_dir / shard["images"], mmap_mode="r")
+                if images.shape != (shard["count"], 3, self.size, self.size):
+                    raise ShardError(f"{self.split_dir / shard['images']}: shape {images.shape}, manifest says "
+                                     f"{(shard['count'], 3, self.size, self.size)}")
+            self._images[k] = images
+            if len(self._images) > MAX_OPEN_SHARDS:
+                self._images.popitem(last=False)
+            return images
 
 
 def data_id(prepared_dir: str | Path) -> str:

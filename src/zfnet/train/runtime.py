@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -81,14 +84,14 @@ def uses_bf16(amp: str, device: torch.device) -> bool:
 
 
 def reader_workers(device: torch.device, workers: int = 0) -> int:
-    """How many processes read training batches ahead (:func:`read_batches`); 0 = in line.
+    """How many threads read training batches ahead (:func:`read_batches`); 0 = in line.
 
     ``workers`` > 0 (``train.workers``) is taken as given. 0 decides: on a GPU the step runs
     asynchronously and readers keep it fed: one per core this process may use beyond its own, split
-    among the ranks on the machine, at most 8 (docs/cost.md: 8 cores read 20x what an H100 trains).
-    On a CPU the step's intra-op threads already occupy the cores torch may use: a reader then
-    competes with them and costs more than it hides (docs/benchmarks.md), so one runs only with a
-    core to spare.
+    among the ranks on the machine, at most 8 (docs/cost.md: 8 read several times what an H100
+    trains). On a CPU the step's intra-op threads already occupy the cores torch may use: a reader
+    then competes with them and costs more than it hides (docs/benchmarks.md), so one runs only with
+    a core to spare.
     """
     if workers > 0:
         return workers
@@ -102,29 +105,28 @@ def reader_workers(device: torch.device, workers: int = 0) -> int:
     return 1 if torch.get_num_threads() < cores else 0
 
 
-class _Reader(torch.utils.data.Dataset):
-    """``dataset.get_batch`` as a map-style dataset over index lists (what a DataLoader worker runs)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.dataset.get_batch(indices)
-
-
 def read_batches(dataset, batches: Sequence[Sequence[int]], workers: int = 0,
                  pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``dataset.get_batch(b)`` for each index list ``b`` of ``batches``, in order: uint8 images
     ``(B, 3, S, S)`` and int64 labels ``(B,)``, on the CPU.
 
-    ``workers`` 0 reads in line; N reads in N DataLoader processes, 2 batches ahead each, and
-    ``pin_memory`` puts the batches in page-locked memory (a GPU copies them asynchronously). Only
-    reading runs there: crops and normalisation happen where the model is
+    ``workers`` 0 reads in line; N reads in N threads, up to 2N batches ahead (the shards' memory
+    maps are copied out without Python's lock, so threads scale, and nothing is copied between
+    processes). ``pin_memory`` puts each batch in page-locked memory there (a GPU then copies it
+    asynchronously). Only reading runs there: crops and normalisation happen where the model is
     (:func:`zfnet.data.transforms.crop_normalize`).
     """
+    def read(indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = dataset.get_batch(indices)
+        return (images.pin_memory(), labels.pin_memory()) if pin_memory else (images, labels)
+
     if workers <= 0:
-        for indices in batches:
-            yield dataset.get_batch(indices)
+        yield from map(read, batches)
         return
-    yield from torch.utils.data.DataLoader(_Reader(dataset), batch_size=None, sampler=batches, num_workers=workers,
-                                           pin_memory=pin_memory, prefetch_factor=2)
+    todo = iter(batches)
+    with ThreadPoolExecutor(workers, thread_name_prefix="zfnet-reader") as pool:
+        ahead = deque(pool.submit(read, indices) for indices in islice(todo, 2 * workers))
+        while ahead:
+            batch = ahead.popleft().result()
+            ahead.extend(pool.submit(read, indices) for indices in islice(todo, 1))
+            yield batch

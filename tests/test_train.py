@@ -55,6 +55,8 @@ def test_fit_writes_milestones_and_history(prepared):
     assert all("val_top1_error" in r for r in seen)  # centre crop: every milestone (and every val_every epochs)
     assert sorted(p.name for p in (prepared / "a/out/milestones").iterdir()) == [
         "epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
+    published, kept = prepared / "a/out/milestones/epoch-001.pt", prepared / "a/state/epoch-001.pt"
+    assert published.stat().st_ino == kept.stat().st_ino  # one copy on the disk: a hard link, not a copy
     model, ckpt = load_model(prepared / "a/out/model.pt")
     assert ckpt["epoch"] == 3 and ckpt["classes"] == train.classes and ckpt["mean"].shape == (3, 64, 64)
     assert model(torch.zeros(2, 3, 56, 56)).shape == (2, 4)

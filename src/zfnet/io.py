@@ -96,6 +96,23 @@ def copy_file(src: str | Path, dst: str | Path) -> None:
         shutil.copyfileobj(inp, out, 1 << 20)
 
 
+def link_file(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` the file ``src`` is, atomically: a hard link (no second copy of the bytes on the
+    disk; ``src`` must never be changed in place, as nothing written atomically is), or a copy
+    (:func:`copy_file`) where the filesystem cannot link (another filesystem, no hard links)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        copy_file(src, dst)
+        return
+    os.replace(tmp, dst)
+    _fsync_folder(dst.parent)
+
+
 def write_table(table, stem: str | Path) -> tuple[Path, str]:
     """A results table (a pandas ``DataFrame``) as ``<stem>.csv`` (numbers to 3 decimals, written
     atomically); returns that path and the table as Markdown (2 decimals, NaN shown as ``-``)."""

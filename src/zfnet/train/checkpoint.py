@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from zfnet.errors import first_line
-from zfnet.io import atomic_file, copy_file
+from zfnet.io import atomic_file, link_file
 from zfnet.models import ConvNet, build
 from zfnet.models.inputs import InputSpec
 
@@ -166,7 +166,7 @@ class Checkpointer:
 
     While training, everything lives in ``state_dir`` (NOT a DVC out, so a crash leaves the outs
     untouched): ``resume.pt`` (written atomically after every epoch) and ``epoch-NNN.pt`` for each
-    milestone. :meth:`publish` copies the milestones to ``out_dir/milestones/`` and writes
+    milestone. :meth:`publish` links the milestones into ``out_dir/milestones/`` and writes
     ``out_dir/model.pt``.
 
     Args:
@@ -198,11 +198,12 @@ class Checkpointer:
         atomic_save(checkpoint, self.state_dir / f"epoch-{checkpoint['epoch']:03d}.pt")
 
     def publish(self, milestones: list[int], final: dict) -> None:
-        """Copy the milestones into ``out_dir/milestones/`` and write ``out_dir/model.pt`` (``final``)."""
+        """Link the milestones into ``out_dir/milestones/`` (:func:`~zfnet.io.link_file`: hard links,
+        one copy on the disk, 2.2 GB for the paper profile) and write ``out_dir/model.pt`` (``final``)."""
         milestones_dir = self.out_dir / "milestones"
         if milestones_dir.exists():
             shutil.rmtree(milestones_dir)
         milestones_dir.mkdir(parents=True)
         for epoch in milestones:
-            copy_file(self.state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
+            link_file(self.state_dir / f"epoch-{epoch:03d}.pt", milestones_dir / f"epoch-{epoch:03d}.pt")
         atomic_save(final, self.out_dir / "model.pt")

@@ -108,6 +108,14 @@ def test_ablation_scale_and_budget_apply_before_the_variant():
     assert vcfg.model.conv1_kernel == 11
 
 
+def test_every_paper_ablation_is_a_valid_config():
+    """The paper profile anneals on plateaus, so its ablations validate every epoch (as its main run does)."""
+    cfg = from_dict(compose(["experiment=paper"], REPO / "conf"))
+    for name in cfg.ablation.variants:
+        vcfg = A.ablation_config(cfg, name)
+        assert vcfg.train.schedule == "plateau" and vcfg.train.val_every == 1 and vcfg.train.crop == 224
+
+
 def test_resized_dataset_shrinks_images_and_mean_with_an_area_filter():
     class Data:
         classes, class_names, num_classes = ["a", "b"], ["a", "b"], 2

@@ -28,11 +28,13 @@ def ablation_config(cfg: Config, name: str, seed: int | None = None) -> Config:
 
     The ablation scale: images of side ``ablation.size`` (0: ``preprocess.size``) with
     ``ablation.crop`` crops (0: ``train.crop``); the budget: ``ablation.epochs`` epochs on the
-    profile's schedule, no milestones, validation only after the last epoch.
+    profile's schedule, no milestones, validation only after the last epoch (after every epoch on
+    the paper's plateau schedule, which anneals on it).
     """
     a = cfg.ablation
     scale = {"preprocess.size": a.size or cfg.preprocess.size, "train.crop": a.crop or cfg.train.crop,
-             "train.epochs": a.epochs, "train.milestones": [], "train.val_every": 0,
+             "train.epochs": a.epochs, "train.milestones": [],
+             "train.val_every": 1 if cfg.train.schedule == "plateau" else 0,
              "seed": cfg.seed if seed is None else seed}
     scaled = apply(cfg, scale, f"ablation variant {name}")
     return variant_config(scaled, name)

@@ -39,7 +39,8 @@ def test_quick_json_has_every_section(tmp_path):
     report = json.loads(proc.stdout)  # stdout is the JSON object and nothing else
     assert json.loads(out.read_text()) == report
     assert report["errors"] == {}
-    assert set(report["sections"]) == {"gemm", "train", "loader", "preprocess", "deconv", "occlusion", "top9", "layer"}
+    assert set(report["sections"]) == {"gemm", "train", "loader", "preprocess", "deconv", "occlusion", "top9", "layer",
+                                       "explore"}
     assert "repro" in report["skipped"]
     meta = report["meta"]
     assert meta["quick"] is True and meta["threads"] >= 1 and meta["torch"]
@@ -63,6 +64,7 @@ def test_quick_json_has_every_section(tmp_path):
     assert {"ours_s", "captum_best_s", "captum_best_over_ours"} <= set(s["occlusion"])
     for label in ("ZFNet", "AlexNet"):
         assert {"inference_s", "top9_s", "projections_s", "ratio", "descent_over_forward"} <= set(s["layer"][label])
+    assert {"layer_page_s", "channel_page_s", "upload_s", "index_bytes"} <= set(s["explore"])
     for path, value in numbers(s):
         assert math.isfinite(value) and value > 0, f"{path} = {value}"
 
@@ -70,6 +72,7 @@ def test_quick_json_has_every_section(tmp_path):
     assert any("loader" in n for n in names) and any("deconvnet" in n for n in names)
     assert any("top-9" in n for n in names) and any("fp32 GEMM peak" in n for n in names)
     assert any("top-9 + projections" in n for n in names)
+    assert any(n.startswith("explore: layer page") for n in names) and any("JPEG analysed" in n for n in names)
     for t in report["targets"]:
         assert t["ok"] in (True, False, None) and t["section"] in s
 

@@ -183,6 +183,17 @@ BAD = [  # (argv with {f} for the files folder, {model} for --model torchvision:
     ("bench --only warp", "argument --only: unknown section(s) ['warp']"),
     ("bench --out {f}/none/bench.json", "argument --out: "),
     ("bench --project {f}/none", "params.yaml: file not found"),
+    ("explore --run {f}", "/results/top9_index/index.json: no top-9 index in this run"),
+    ("explore --images {f}/mine", "--images, --layers: name the model too (--checkpoint or --model)"),
+    ("explore --port 0", "argument --port: must be > 0, got 0"),
+    ("explore --port 65536", "argument --port: must be < 65536, got 65536"),
+    ("explore --max-upload-mb 0", "argument --max-upload-mb: must be > 0, got 0"),
+    ("explore --checkpoint {f}/random.pt", "random.pt: not a zfnet checkpoint: not the zip archive"),
+    ("explore --checkpoint {f}/model.pt --layers conv9", "--layers: ConvNet has no layer 'conv9'"),
+    ("explore --checkpoint {f}/model.pt --images {f}/none", "none: no such file or folder"),
+    ("explore --checkpoint {f}/model.pt --prepared {f}/none", "val: no such file or folder (give --images, or"),
+    ("explore --checkpoint {f}/model.pt --images {f}/texts --export {f}/site", "no readable image found"),
+    ("explore {own} --layers layer1", "--images: needed with --model"),
     ("nosuch", "argument COMMAND: invalid choice: 'nosuch'"),
 ]
 

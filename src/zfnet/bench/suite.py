@@ -16,6 +16,7 @@ deconv     the batched deconvnet vs a one-neuron-at-a-time gradient loop
 occlusion  our occlusion (3 maps) vs Captum's ``Occlusion`` at its best batching (1 map)
 top9       the top-9 pass vs plain inference
 layer      a whole layer's top-9 and projections vs one inference pass (ZFNet, AlexNet at 224)
+explore    ``zfnet explore`` over HTTP: layer and channel pages from the top-9 index, a 500x400 upload analysed
 repro      the whole default ``dvc repro`` from nothing in a temporary copy, then a no-op one
 ========== ======================================================================================
 
@@ -45,7 +46,7 @@ from zfnet.bench.timing import Rounds
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("gemm", "train", "loader", "preprocess", "deconv", "occlusion", "top9", "layer", "repro")
+SECTIONS = ("gemm", "train", "loader", "preprocess", "deconv", "occlusion", "top9", "layer", "explore", "repro")
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,13 @@ class Bench:
                                              self.cfg.viz.batch_size, self.cfg.viz.max_batch, s.layer_rounds, label)
             self.targets += checks
         return out
+
+    def explore(self) -> dict:
+        from zfnet.bench.explore import bench_explore
+
+        result, checks = bench_explore(self.scratch(), self.device, self.sizes.viz_rounds)
+        self.targets += checks
+        return result
 
     def repro(self) -> dict:
         from zfnet.bench.repro import bench_repro

@@ -96,6 +96,7 @@ class Explorer:
         self._dataset = self._net = None
         self._patches: OrderedDict[tuple[str, int], list[bytes]] = OrderedDict()
         self.progress = Progress(done=build is None)
+        self._failure: Exception | None = None
         self._lock = threading.RLock()
         self.model_lock = threading.Lock()
 
@@ -119,21 +120,21 @@ class Explorer:
             self._build(self.progress.step)
             self.progress.step("done")
         except Exception as exc:  # shown on every page; the server keeps serving
-            log.exception("explore: computing the index failed")
+            log.error("explore: computing the index failed: %s", exc)
             from zfnet.errors import first_line
 
-            self.progress.error = first_line(exc)
+            self.progress.error, self._failure = first_line(exc), exc
         self.progress.done = True
 
     def wait(self) -> None:
-        """Compute the index now if it is not there (the static export), raising its error."""
+        """Compute the index now if it is not there (the static export), raising what stopped it."""
         if self._build is not None and not self.progress.started:
             self.progress.started = time.monotonic()
             self._run_build()
         while not self.progress.done:
             time.sleep(0.1)
-        if self.progress.error:
-            raise RuntimeError(self.progress.error)
+        if self._failure is not None:
+            raise self._failure
 
     @property
     def index(self) -> Top9Index:
@@ -228,8 +229,7 @@ def run_overview(run: Path, mlflow_ui: str | None = None) -> Overview:
     return Overview(
         title=f"run in {run.resolve().name}/",
         facts=[("profile", str(params.get("profile", "unknown"))), ("commit", git_commit(run)[:12]),
-               ("prepared data (dvc.lock md5)", data_hash(run / "dvc.lock")),
-               ("model", str(MODELS / "model.pt")), ("index", str(TOP9_INDEX))],
+               ("prepared data (dvc.lock md5)", data_hash(run / "dvc.lock")), ("index", str(TOP9_INDEX))],
         findings=json.loads(findings_file.read_text()) if findings_file.is_file() else None,
         mlflow=links, mlflow_note=note, figures_dir=figures_dir,
     )
@@ -274,6 +274,9 @@ def of_network(network: Network, model_files: Sequence[Path], images: str | Path
     from zfnet.viz.visualize import visualize
 
     source = Path(images) if images is not None else Path(prepared) / "val"
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder" + ("" if images is not None else
+                                                                        " (give --images, or --prepared)"))
     files = sorted(source.rglob("*")) if source.is_dir() else [source]
     settings = {"layers": list(layers or []), "max_images": max_images, "milestones": [str(m) for m in milestones]}
     folder = Path(cache) if cache else CACHE / cache_key(network, source, [*model_files, *milestones,

@@ -1,4 +1,6 @@
-"""Data-parallel training: a real 2-process ``torchrun`` (gloo, CPU) run of the train stage.
+"""Data-parallel training: real ``torchrun`` (gloo, CPU) runs of the train stage, on one host and
+on two "nodes" (two torchrun agents meeting at a c10d rendezvous on localhost), with an elastic
+restart after a worker is killed.
 
 With dropout off, two processes on halves of each global batch of 16 follow the same trajectory
 as one process on the whole batch; only the order of floating-point sums differs (gloo's
@@ -9,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_project, tiny_raw
+from conftest import clean_env, free_port, tiny_project, tiny_raw
 from zfnet.config import from_dict
 from zfnet.data.shards import ShardDataset, load_mean
 from zfnet.train.checkpoint import load_checkpoint
@@ -34,6 +38,19 @@ def project(tmp_path_factory, tiny_prepared) -> Path:
     return tiny_project(tmp_path_factory.mktemp("ddp"), tiny_prepared, ddp_raw())
 
 
+def single_process(project: Path, raw: dict, out: Path) -> dict:
+    """The same training in this process, no torchrun: ``fit``'s result."""
+    cfg = from_dict(raw)
+    prepared = project / "data/prepared"
+    train, val = ShardDataset(prepared / "train"), ShardDataset(prepared / "val")
+    return fit(cfg, train, val, load_mean(prepared), out / "state", out / "out",
+               meta={"classes": train.classes, "class_names": train.class_names}, progress=False)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in b)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(project, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
@@ -45,26 +62,80 @@ def test_two_process_ddp_matches_one_process(project, tmp_path):
     assert ddp["epoch"] == 2
     assert sorted(p.name for p in (project / "models/milestones").iterdir()) == ["epoch-001.pt", "epoch-002.pt"]
 
-    cfg = from_dict(ddp_raw())
-    prepared = project / "data/prepared"
-    train, val = ShardDataset(prepared / "train"), ShardDataset(prepared / "val")
-    single = fit(cfg, train, val, load_mean(prepared), tmp_path / "state", tmp_path / "out",
-                 meta={"classes": train.classes, "class_names": train.class_names}, progress=False)
+    single = single_process(project, ddp_raw(), tmp_path)
     weights = single["model"].state_dict()
-    diff = max(float((ddp["model"][k] - weights[k]).abs().max()) for k in weights)
+    diff = max_difference(ddp["model"], weights)
     assert diff < TOLERANCE, f"DDP and single-process weights differ by {diff:.2e}"
     first = load_checkpoint(project / "models/milestones/epoch-001.pt")["model"]
-    moved = max(float((ddp["model"][k] - first[k]).abs().max()) for k in weights)
+    moved = max_difference(ddp["model"], first)
     assert moved > 100 * TOLERANCE, f"epoch 2 barely changed the weights ({moved:.2e}): the check proves nothing"
     print(f"DDP vs single process: max |dw| {diff:.2e}; epoch-2 update {moved:.2e}")
 
     # Rank 0 alone wrote the metrics and the MLflow run: one train run, each epoch logged once.
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["val_top1_error"] == pytest.approx(single["final"]["val_top1_error_10crop"], abs=1e-6)
+    assert train_runs(project) == [[1, 2]]
+
+
+def train_runs(project: Path) -> list[list[int]]:
+    """The epochs each MLflow ``train`` run of ``project``'s store logged ``val_top1_error`` at."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = [r for r in client.search_runs([client.get_experiment_by_name("zfnet").experiment_id])
             if r.data.tags.get("stage") == "train"]
-    assert len(runs) == 1
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1_error")] == [1, 2]
+    return [[m.step for m in client.get_metric_history(r.info.run_id, "val_top1_error")] for r in runs]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def multinode_raw() -> dict:
+    return tiny_raw("model.dropout=0.0", "train.epochs=6", "train.milestones=[1,6]", "train.val_every=1")
+
+
+@pytest.mark.slow
+def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_prepared):
+    """``torchrun --nnodes=2 --nproc_per_node=1`` twice (two "nodes" sharing the project folder, as
+    nodes share a filesystem), meeting at a c10d rendezvous on localhost; once epoch 1's resume state
+    exists, one node's worker is killed (-9): ``--max-restarts=1`` restarts both workers, which resume
+    after the last finished epoch and end where one uninterrupted process ends."""
+    project = tiny_project(tmp_path / "project", tiny_prepared, multinode_raw())
+    port, env = free_port(), clean_env()
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+           f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=zfnet-{port}", "--max-restarts=1", "-m", "zfnet.stages.train"]
+    logs = [open(tmp_path / f"node{i}.log", "w+") for i in range(2)]
+    nodes = [subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    try:
+        resume, deadline = project / ".zfnet/state/train/resume.pt", time.time() + 240
+        while not resume.exists() and all(n.poll() is None for n in nodes):
+            assert time.time() < deadline, "no resume state after 240 s"
+            time.sleep(0.05)
+        workers = children(nodes[1].pid)
+        assert len(workers) == 1 and nodes[1].poll() is None, "node 1's worker had already finished"
+        os.kill(workers[0], signal.SIGKILL)
+        codes = [n.wait(timeout=300) for n in nodes]
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+    output = "".join(log.seek(0) or log.read() for log in logs)
+    assert codes == [0, 0], output[-4000:]
+    assert "resuming from" in output, output[-4000:]  # the restarted workers did not start over
+
+    single = single_process(project, multinode_raw(), tmp_path)
+    nodes_model = load_checkpoint(project / "models/model.pt")
+    assert nodes_model["epoch"] == 6
+    diff = max_difference(nodes_model["model"], single["model"].state_dict())
+    assert diff < TOLERANCE, f"two nodes (killed, restarted) and one process differ by {diff:.2e}"
+    assert train_runs(project) == [[1, 2, 3, 4, 5, 6]]  # one MLflow run, each epoch logged once

@@ -4,9 +4,12 @@ directly, so the backend is chosen before pyplot loads."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+
+from zfnet.io import write_bytes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -14,12 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 __all__ = ["plt", "save"]
 
 
-def save(fig, path: str | Path, dpi: float | None = None) -> Path:
-    """Lay out ``fig``, write it as a PNG at ``path`` (folders created), close it; returns the path.
-    ``dpi``: None keeps the figure's own."""
+def save(fig, path: str | Path, dpi: float | None = None, layout: bool = True) -> Path:
+    """Lay out ``fig`` (``layout``: ``tight_layout``), write it as a PNG at ``path`` atomically
+    (:func:`zfnet.io.write_bytes`; folders created), close it; returns the path. ``dpi``: None
+    keeps the figure's own."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, **({} if dpi is None else {"dpi": dpi}))
+    if layout:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **({} if dpi is None else {"dpi": dpi}))
     plt.close(fig)
+    write_bytes(path, buffer.getbuffer())
     return path

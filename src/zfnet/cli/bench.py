@@ -6,11 +6,11 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 
 from zfnet.bench import suite
 from zfnet.bench.suite import SECTIONS, Bench, human, sections
 from zfnet.cli.options import new_file
+from zfnet.io import write_text
 
 
 def _section_list(text: str) -> list[str]:
@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         report = bench.run(sections(args.only, args.quick))
     text = json.dumps(report, indent=2, default=str)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_text(args.out, text + "\n")
     print(text if args.json else human(report))
     return 1 if report["errors"] else 0
 

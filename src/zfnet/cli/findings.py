@@ -51,6 +51,7 @@ def differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
 def _run(args: argparse.Namespace) -> int:
     from zfnet.config import ConfigError
     from zfnet.findings import markdown
+    from zfnet.io import write_text
 
     if args.compare:
         a, b = (read(p) for p in args.compare)
@@ -65,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.readme:
         path = Path(args.readme)
         try:
-            path.write_text(with_findings(path.read_text(), markdown(result)))
+            write_text(path, with_findings(path.read_text(), markdown(result)))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
         print(f"wrote the findings table into {path}")

@@ -9,7 +9,9 @@ Streaming: samples are read lazily, decoded in ``workers`` processes with the in
 (the output is the same for any number of workers), and written a shard at a time, so memory
 holds about one shard (plus up to two windows of ``shard_size`` decoded images in flight).
 ``manifest.json`` is written last, atomically: a crash leaves no manifest, and readers refuse
-the split.
+the split. Every file is written atomically (:mod:`zfnet.io`): a full disk stops the run with one
+line naming the file and the bytes it needs, and before any work :func:`preprocess` checks the
+free space against its estimate (:func:`shard_bytes`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tqdm import tqdm
 from zfnet.data.imagenet import Sample, count_split, iter_split, read_classes
 from zfnet.data.images import BadImage, load_rgb, map_box, resize_center_crop
 from zfnet.data.shards import FORMAT, ShardError
-from zfnet.io import write_json
+from zfnet.io import atomic_file, check_free_space, write_json, write_npy
 
 SPLITS = ("train", "val")
 _Job = tuple[str, Optional[tuple[float, float, float, float]], int, Optional[int]]  # path, box, S, max_pixels
@@ -131,15 +133,15 @@ def preprocess_split(
         name = f"shard-{len(shards):05d}"
         files = {"images": f"{name}.images.npy", "labels": f"{name}.labels.npy", "boxes": f"{name}.boxes.npy"}
         for kind, array in (("images", images), ("labels", labels), ("boxes", boxes)):
-            np.save(out_dir / files[kind], array[:filled])
+            write_npy(out_dir / files[kind], array[:filled])
         if mean:
             pixel_sum[...] += images[:filled].sum(axis=0, dtype=np.float64)
         shards.append({**files, "count": filled})
 
     bar = tqdm(total=total, desc=f"preprocess {out_dir.name}", unit="img", disable=None if progress else True)
     results = _prepared(iter(samples), size, max_pixels, workers, shard_size)
-    with bar, closing(results), open(out_dir / "index.csv", "w", newline="") as index_fh, \
-            open(out_dir / "skipped.csv", "w", newline="") as skipped_fh:
+    with bar, closing(results), atomic_file(out_dir / "index.csv", "w") as index_fh, \
+            atomic_file(out_dir / "skipped.csv", "w") as skipped_fh:
         index, skips = csv.writer(index_fh), csv.writer(skipped_fh)
         index.writerow(["shard", "offset", "label", "path"])
         skips.writerow(["path", "reason"])
@@ -175,7 +177,7 @@ def _finish(out_dir: Path, size: int, classes: Sequence[tuple[str, str]], shards
     if found != count + skipped:
         raise ShardError(f"{out_dir}: found {found} != written {count} + skipped {skipped}")
     if pixel_sum is not None:
-        np.save(out_dir / "mean.npy", (pixel_sum / count).astype(np.float32))
+        write_npy(out_dir / "mean.npy", (pixel_sum / count).astype(np.float32))
     manifest = {
         "format": FORMAT,
         "split": out_dir.name,
@@ -192,19 +194,31 @@ def _finish(out_dir: Path, size: int, classes: Sequence[tuple[str, str]], shards
     return manifest
 
 
+def shard_bytes(images: int, size: int) -> int:
+    """Bytes that ``images`` images take in shards at side ``size``: 3 x S x S uint8 pixels, an int64
+    label and 4 float32 box coordinates each, plus the float32 mean (``index.csv`` aside)."""
+    return images * (3 * size * size + 8 + 16) + 3 * size * size * 4
+
+
 def preprocess(
     root: str | Path, out: str | Path, size: int, shard_size: int, workers: int, progress: bool = True
 ) -> dict:
     """Preprocess the ImageNet-layout dataset at ``root`` into ``out/train`` and ``out/val``.
 
     The training split also gets ``mean.npy``. Returns ``{"train": manifest, "val": manifest}``.
+    Refuses to start (:class:`zfnet.io.DiskFullError`) when the disk of ``out`` has less free
+    space than the shards need (:func:`shard_bytes`; files in ``out`` it replaces count as free).
     """
     root, out = Path(root), Path(out)
     classes = read_classes(root)
+    counts = {split: count_split(root, split) for split in SPLITS}
+    replaced = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.stat().st_nlink == 1) if out.is_dir() else 0
+    check_free_space(out, shard_bytes(sum(counts.values()), size) - replaced,
+                     f"the shards of {sum(counts.values()):,} images of 3 x {size} x {size} bytes")
     return {
         split: preprocess_split(
             iter_split(root, split), root, out / split, size, shard_size, workers, classes,
-            total=count_split(root, split), progress=progress, mean=split == "train",
+            total=counts[split], progress=progress, mean=split == "train",
         )
         for split in SPLITS
     }

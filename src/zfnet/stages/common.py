@@ -51,11 +51,16 @@ def load_config(params: str | Path = "params.yaml") -> Config:
 
 def run_stage(name: str, body: Callable[[Config], None], params: str = "params.yaml") -> None:
     """Load and validate ``params`` (:func:`load_config`, before any work), then run ``body``; bad
-    input exits 2 with one line."""
+    input, and running out of disk space (:class:`zfnet.io.DiskFullError`, or a library's own
+    ``OSError``), exit 2 with one line."""
+    from zfnet.io import out_of_space
+
     setup_logging()
     try:
         cfg = load_config(params)
         body(cfg)
-    except expected_errors() as exc:
+    except (*expected_errors(), OSError) as exc:
+        if not isinstance(exc, expected_errors()) and not out_of_space(exc):
+            raise  # any other OSError: its traceback helps
         print(f"zfnet {name}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -13,6 +13,7 @@ Resume state (``resume.pt``) adds ``optimizer``, ``scheduler``, ``rng`` and ``hi
 
 from __future__ import annotations
 
+import io
 import shutil
 import zipfile
 from dataclasses import MISSING, dataclass, field, fields
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from zfnet.errors import first_line
-from zfnet.io import atomic_file, link_file
+from zfnet.io import link_file, write_bytes
 from zfnet.models import ConvNet, build
 from zfnet.models.inputs import InputSpec
 
@@ -34,9 +35,11 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically (:func:`zfnet.io.atomic_file`)."""
-    with atomic_file(path) as fh:
-        torch.save(obj, fh)
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`zfnet.io.write_bytes`). It is serialised
+    in memory first, so a full disk is reported with the exact bytes needed (:class:`zfnet.io.DiskFullError`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_state(path: str | Path) -> dict:

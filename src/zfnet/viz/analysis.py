@@ -17,6 +17,7 @@ import torch
 
 from zfnet.config import AnalyzeConfig
 from zfnet.data.transforms import center_crop
+from zfnet.io import atomic_file
 from zfnet.models.inputs import InputSpec
 
 
@@ -52,7 +53,7 @@ def invariance_with_figure(model, inputs: InputSpec, images: torch.Tensor, label
     curves = invariance(model, images, labels, inputs.size, transforms, layers=layers)
     invariance_figure(curves, images[0], names, path, inputs.size, inputs.pixels)
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as fh:
+        with atomic_file(csv_path, "w") as fh:
             out = csv.writer(fh)
             out.writerow(["transform", "amount", "image", "class", "l1", "l1_norm", "l7", "l7_norm", "prob", "correct"])
             for kind, values in curves.amounts.items():

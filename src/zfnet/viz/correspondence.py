@@ -37,6 +37,7 @@ from zfnet.data.synthetic import FACE_PARTS, FACES, render_face
 from torch import nn
 
 from zfnet.data.transforms import center_crop, normalize
+from zfnet.io import write_text
 from zfnet.viz.features import last_hidden, layer_features
 from zfnet.viz.layers import resolve
 
@@ -176,8 +177,8 @@ def table1(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
         cells = [f"{a:.3f} +- {b:.3f}" for a, b in (ours["layer5"], ours["layer7"], paper["layer5"], paper["layer7"])]
         md.append(f"| {m.replace('_', ' ')} | " + " | ".join(cells) + " |")
     csv_path, md_path = out_dir / "correspondence.csv", out_dir / "correspondence.md"
-    csv_path.write_text("\n".join(",".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) for r in rows) + "\n")
-    md_path.write_text("\n".join(md) + "\n")
+    write_text(csv_path, "\n".join(",".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) for r in rows) + "\n")
+    write_text(md_path, "\n".join(md) + "\n")
     return csv_path, md_path
 
 

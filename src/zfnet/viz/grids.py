@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from zfnet.plotting import plt
+from zfnet.plotting import plt, save
 
 
 def normalize_signed(tiles: torch.Tensor) -> torch.Tensor:
@@ -91,6 +91,4 @@ def save_figure(
         spine.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig_h, va="top")
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=dpi, layout=False)

@@ -200,7 +200,7 @@ def invariance_figure(
     ``example`` is one ``(3, S, S)`` mean-subtracted image; ``pixels`` maps ``(N, 3, h, w)`` model input
     to displayable ``[0, 1]`` images (default: per-image min-max).
     """
-    from zfnet.plotting import plt
+    from zfnet.plotting import plt, save
     from zfnet.viz.grids import normalize_minmax
 
     show = pixels or normalize_minmax
@@ -233,7 +233,4 @@ def invariance_figure(
                 ax.set_ylim(-0.02, 1.02)
     axes[1, 0].legend(fontsize=8)
     fig.suptitle("Feature invariance (Fig. 5): distance of layer-1 / layer-7 features from the original, and P(true class)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=80)

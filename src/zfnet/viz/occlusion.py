@@ -213,7 +213,7 @@ def occlusion_figure(
     """
     from matplotlib.patches import Patch, Rectangle
 
-    from zfnet.plotting import plt
+    from zfnet.plotting import plt, save
     from zfnet.viz.grids import normalize_signed
 
     path = Path(path)
@@ -256,7 +256,4 @@ def occlusion_figure(
             a.set_xticks([])
             a.set_yticks([])
     fig.suptitle(f"Occlusion sensitivity (Fig. 7): {maps.patch}x{maps.patch} grey square; maps at the square's centre")
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=70)

@@ -23,6 +23,16 @@
 
 A failure at any step is recorded (``decision: failed``) and re-raised; promotion is the last
 step, so a failed run never moves ``champion``.
+
+A retrain killed at any point (``kill -9``, a reboot) is recovered by the next one: its MLflow run
+is closed as ``KILLED`` (:func:`zfnet.tracking.close_orphans`); killed in the pipeline, the next
+``dvc exp run`` resumes it (training from its last epoch); killed after registering, the version
+has no ``retrain.decision`` tag yet (that tag is written last, after the ``champion`` alias), so
+the next retrain with nothing changed evaluates and decides it instead of saying "nothing
+changed", and one that registers a newer version tags it ``retrain.decision: interrupted``.
+``champion`` only ever moves to a registered version of a complete MLflow model (status
+``READY``; a model whose logging was killed is never registered) whose checkpoint artifact is
+logged before it is registered.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from zfnet.stages.common import load_config
 from zfnet.stages.train import file_md5
 
 LOCK = Path(".zfnet/retrain.lock")
+DECISION = "retrain.decision"  # a version's decision tag, written last: without it, its retrain did not finish
 REPORTS = Path("reports/retrain")
 CHECKPOINT_ARTIFACT = "checkpoint"
 
@@ -178,16 +189,17 @@ def retrain(overrides: list[str] | None = None) -> dict:
         client = mlflow.MlflowClient()
         changes = pipeline_changes(r.target)
         model_file = MODELS / "model.pt"
+        exp_id = tracking.experiment_id(cfg.tracking.experiment)
+        tracking.close_orphans(exp_id)  # the runs of a retrain (and its stages) killed before
         if not changes and model_file.exists():
             known = _version_of(client, r.model_name, file_md5(model_file))
-            if known is not None:
+            if known is not None and DECISION in known.tags:  # else its retrain was killed before deciding
                 return {"decision": "nothing changed", "version": int(known.version)}
 
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        exp_id = tracking.experiment_id(cfg.tracking.experiment)
         run = client.create_run(exp_id, run_name=f"retrain-{stamp}", tags={
             "zfnet.role": "retrain", "git_commit": tracking.git_commit(), "profile": cfg.profile,
-            "changed_stages": ",".join(sorted(changes)) or "none"})
+            "changed_stages": ",".join(sorted(changes)) or "none", **tracking.open_run_tags()})
         run_id = run.info.run_id
         report: dict = {"time": stamp, "retrain_run_id": run_id, "changed_stages": sorted(changes),
                         "model_name": r.model_name, "margin": r.margin, "eval_crops": r.eval_crops}
@@ -199,37 +211,24 @@ def retrain(overrides: list[str] | None = None) -> dict:
             report.update(_register_and_compare(client, cfg, exp_id, run_id))
         except BaseException as exc:
             report.update(decision="failed", error=first_line(exc))
-            client.set_tag(run_id, "retrain.decision", "failed")
+            client.set_tag(run_id, DECISION, "failed")
             client.set_terminated(run_id, "FAILED")
+            client.set_tag(run_id, tracking.STATE_TAG, "failed")
             write_json(REPORTS / f"{stamp}.json", report)
             raise
         client.set_terminated(run_id, "FINISHED")
+        client.set_tag(run_id, tracking.STATE_TAG, "complete")
         write_json(REPORTS / f"{stamp}.json", report)
         return report
 
 
 def _register_and_compare(client, cfg: Config, exp_id: str, run_id: str) -> dict:
     """Steps 4-7: register as challenger, evaluate both on the held-out set, promote or keep."""
-    import mlflow
-
     from zfnet.data.shards import ShardDataset
 
     r = cfg.retrain
     model_file = MODELS / "model.pt"
-    md5 = file_md5(model_file)
-    train_run = _train_run(client, exp_id, md5)
-    logged = client.search_logged_models(experiment_ids=[exp_id],
-                                         filter_string=f"source_run_id = '{train_run.info.run_id}'")
-    if not logged:
-        raise RetrainError(f"train run {train_run.info.run_id} logged no model (tracking.log_model is false?)")
-    client.log_artifact(run_id, str(model_file), CHECKPOINT_ARTIFACT)
-    version = _version_of(client, r.model_name, md5) or mlflow.register_model(
-        f"models:/{logged[0].model_id}", r.model_name,
-        tags={"model_md5": md5, "data_hash": train_run.data.tags.get("data_hash", "unknown"),
-              "train_run_id": train_run.info.run_id, "retrain_run_id": run_id,
-              "checkpoint_uri": f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}/model.pt"})
-    client.set_registered_model_alias(r.model_name, "challenger", version.version)
-
+    version = _register(client, r, exp_id, run_id, file_md5(model_file))
     val_set = ShardDataset(PREPARED / "val")
     challenger = held_out_errors(model_file, cfg.train, val_set, r.eval_crops)
     if challenger is None:
@@ -237,26 +236,14 @@ def _register_and_compare(client, cfg: Config, exp_id: str, run_id: str) -> dict
     champion_version, champion = _alias(client, r.model_name, "champion"), None
     if champion_version is None:
         promote, reason = True, "no champion yet"
-    elif int(champion_version.version) == int(version.version):
-        promote, reason = False, "the challenger is the champion already"
+    elif int(champion_version.version) == int(version.version):  # promoted by a retrain killed before it recorded so
+        promote = DECISION not in version.tags and "retrain.reason" in version.tags
+        reason = version.tags.get("retrain.reason", "the challenger is the champion already")
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(champion_version.tags["checkpoint_uri"], dst_path=tmp)
-            champion = held_out_errors(Path(path), cfg.train, val_set, r.eval_crops)
+        champion = _champion_errors(champion_version, cfg, val_set)
         promote, reason = decide(challenger, champion, r.margin)
     decision = "promoted" if promote else "kept"
-    tags = {"retrain.decision": decision, "retrain.reason": reason, "retrain.run_id": run_id,
-            "retrain.champion_version": champion_version.version if champion_version else "none"}
-    for side, numbers in (("challenger", challenger), ("champion", champion)):
-        for k, v in (numbers or {}).items():
-            tags[f"retrain.{side}_{k}"] = f"{v:.4f}"
-            client.log_metric(run_id, f"{side}_{k}", v)
-    for key, value in tags.items():
-        client.set_model_version_tag(r.model_name, version.version, key, str(value))
-    client.set_tag(run_id, "retrain.decision", decision)
-    client.set_tag(run_id, "retrain.version", str(version.version))
-    if promote:
-        client.set_registered_model_alias(r.model_name, "champion", version.version)
+    _record(client, r.model_name, version.version, run_id, decision, reason, champion_version, challenger, champion)
     return {
         "decision": decision,
         "reason": reason,
@@ -266,3 +253,63 @@ def _register_and_compare(client, cfg: Config, exp_id: str, run_id: str) -> dict
         "champion": champion,
         "held_out": {"split": "val", "images": len(val_set), "path": str(PREPARED / "val")},
     }
+
+
+def _register(client, r, exp_id: str, run_id: str, md5: str):
+    """Step 4: the registered version of ``models/model.pt`` (md5 ``md5``), registered now or by a
+    retrain killed before it decided, with alias ``challenger``. Only a complete MLflow model
+    (status ``READY``) is registered, after its checkpoint is an artifact of the retrain run
+    ``run_id``; versions that killed retrains left undecided are tagged ``interrupted``."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    version = _version_of(client, r.model_name, md5)
+    if version is None:
+        train_run = _train_run(client, exp_id, md5)
+        logged = [m for m in client.search_logged_models(
+            experiment_ids=[exp_id], filter_string=f"source_run_id = '{train_run.info.run_id}'")
+            if m.status == LoggedModelStatus.READY]
+        if not logged:
+            raise RetrainError(f"train run {train_run.info.run_id} logged no complete model (tracking.log_model is false?)")
+        client.log_artifact(run_id, str(MODELS / "model.pt"), CHECKPOINT_ARTIFACT)
+        version = mlflow.register_model(
+            f"models:/{max(logged, key=lambda m: m.creation_timestamp).model_id}", r.model_name,
+            tags={"model_md5": md5, "data_hash": train_run.data.tags.get("data_hash", "unknown"),
+                  "train_run_id": train_run.info.run_id, "retrain_run_id": run_id,
+                  "checkpoint_uri": f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}/model.pt"})
+    for older in client.search_model_versions(f"name = '{r.model_name}'"):
+        if older.version != version.version and "retrain_run_id" in older.tags and DECISION not in older.tags:
+            client.set_model_version_tag(r.model_name, older.version, "retrain.reason",
+                                         f"its retrain was killed before deciding; superseded by version {version.version}")
+            client.set_model_version_tag(r.model_name, older.version, DECISION, "interrupted")
+    client.set_registered_model_alias(r.model_name, "challenger", version.version)
+    return version
+
+
+def _champion_errors(champion_version, cfg: Config, val_set) -> dict | None:
+    """Held-out results of the ``champion`` version, from its checkpoint artifact."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(champion_version.tags["checkpoint_uri"], dst_path=tmp)
+        return held_out_errors(Path(path), cfg.train, val_set, cfg.retrain.eval_crops)
+
+
+def _record(client, name: str, version: str, run_id: str, decision: str, reason: str, champion_version,
+            challenger: dict, champion: dict | None) -> None:
+    """Steps 6-7: the numbers and reason as tags of the version and the retrain run, ``champion``
+    moved if promoted, and last the version's :data:`DECISION` tag (without it, a later retrain
+    knows this one was killed before it finished)."""
+    tags = {"retrain.reason": reason, "retrain.run_id": run_id,
+            "retrain.champion_version": champion_version.version if champion_version else "none"}
+    for side, numbers in (("challenger", challenger), ("champion", champion)):
+        for k, v in (numbers or {}).items():
+            tags[f"retrain.{side}_{k}"] = f"{v:.4f}"
+            client.log_metric(run_id, f"{side}_{k}", v)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    client.set_tag(run_id, DECISION, decision)
+    client.set_tag(run_id, "retrain.version", str(version))
+    if decision == "promoted":
+        client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, DECISION, decision)

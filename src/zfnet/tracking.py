@@ -9,6 +9,13 @@
 - Child runs carry tags ``stage``, ``variant``, ``dvc_stage`` (the ``dvc.yaml`` stage that logged
   it: ``transfer@caltech101`` for its runs ``transfer@caltech101-15``, ``-30``...), ``git_commit``,
   ``dvc_exp_name``, ``data_hash``, the flattened params and ``params.yaml`` as an artifact.
+- Killed stages: each child run is tagged with the process that opened it (``zfnet.process``:
+  host, boot id, pid, start time) and ``zfnet.stage_state`` = ``running``, set to ``complete`` when
+  the stage process's last run ends (:func:`stage_run`, ``last``). A run still ``running`` whose
+  process is gone from this host (``kill -9``, a reboot) is closed by the next stage or ``zfnet
+  retrain`` that starts in the experiment (:func:`close_orphans`): status ``KILLED`` (it was
+  ``RUNNING``, or ``FINISHED`` but its stage never finished) and state ``killed``; ``FAILED``
+  stays so, state ``failed``. Runs of live processes and of other hosts are left alone.
 - Outages: a store that cannot be used at a stage's start stops it at once (:func:`connect`);
   a failure later is retried with backoff (:func:`retry`, on ``tenacity``), and per-epoch metrics survive a longer
   outage (:class:`EpochLog`): training goes on and they are sent when the store is back.
@@ -22,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -37,11 +45,14 @@ except ImportError:  # Windows: no flock; concurrent first use of a new SQLite s
 
 from zfnet.config import Config, flatten, to_dict
 from zfnet.errors import first_line
-from zfnet.io import atomic_path
+from zfnet.io import atomic_path, disk_full, out_of_space
 
 log = logging.getLogger(__name__)
 
 PIPELINE_KEY_TAG = "zfnet.pipeline_key"
+PROCESS_TAG = "zfnet.process"  # host/boot id/pid/start time of the process that opened the run
+STATE_TAG = "zfnet.stage_state"  # running | complete | killed | failed
+_OPEN_RUNS: list[str] = []  # this process's child runs not yet complete (see stage_run's ``last``)
 MAX_DELAY = 60.0  # seconds: the longest wait between two tries
 T = TypeVar("T")
 
@@ -200,10 +211,12 @@ def retry(call: Callable[[], T], what: str, tries: int | None = None, timeout: i
         log.warning("MLflow: %s failed (%s); try %d of %d in %.0f s", what, first_line(state.outcome.exception()),
                     state.attempt_number + 1, tries, state.next_action.sleep)
 
-    # a refused connection, HTTP 5xx, "database is locked", a timeout: any Exception is retried
+    # a refused connection, HTTP 5xx, "database is locked", a timeout: any Exception is retried,
+    # but a full disk here is not the store's (an artifact's local copy): waiting does not free it
     schedule = tenacity.Retrying(stop=tenacity.stop_after_attempt(tries), before_sleep=warn,
                                  wait=tenacity.wait_exponential(multiplier=delay, max=MAX_DELAY),
-                                 retry=tenacity.retry_if_exception_type(Exception))
+                                 retry=tenacity.retry_if_exception(lambda e: isinstance(e, Exception)
+                                                                   and not out_of_space(e)))
     try:
         for attempt in schedule:
             with attempt, _one_http_try(timeout):
@@ -333,6 +346,105 @@ def _params(cfg: Config, setting: dict | None = None) -> list:
     return [Param(k, str(v)[:6000]) for k, v in sorted(values.items())]
 
 
+def process_identity(pid: int | None = None) -> str:
+    """``host/boot id/pid/start time`` of process ``pid`` (default: this one), the value of
+    :data:`PROCESS_TAG`: names one process even across pid reuse and reboots (boot id and start
+    time from ``/proc``; ``-`` where there is none)."""
+    pid = os.getpid() if pid is None else pid
+    return "/".join([socket.gethostname(), _boot_id(), str(pid), _start_ticks(pid) or "-"])
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "-"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``), None if it
+    is not running (gone, or a zombie) or there is no ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def process_alive(identity: str) -> bool:
+    """Whether the process named by ``identity`` (:func:`process_identity`) still runs; True when
+    this machine cannot tell (another host, a tag it did not write)."""
+    try:
+        host, boot, pid, start = identity.rsplit("/", 3)
+        pid = int(pid)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    if boot != _boot_id():
+        return False  # the machine restarted since
+    if Path("/proc").is_dir():
+        return _start_ticks(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def open_run_tags() -> dict[str, str]:
+    """The tags that make a new run this process's, open until it is marked complete
+    (:data:`PROCESS_TAG`, :data:`STATE_TAG`); :func:`close_orphans` closes it if the process dies first."""
+    return {PROCESS_TAG: process_identity(), STATE_TAG: "running"}
+
+
+def close_orphans(exp_id: str, keep: str | None = None) -> list[str]:
+    """Close the runs in experiment ``exp_id`` left open by processes that died before their
+    stage finished (``kill -9``, out of memory, a power cut): state ``running`` (:data:`STATE_TAG`)
+    and a process (:data:`PROCESS_TAG`) gone from this host. ``RUNNING`` and ``FINISHED`` ones
+    become ``KILLED`` (state ``killed``), ``FAILED`` ones stay (state ``failed``). ``keep``: a run
+    this process resumes. Returns the ids closed."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = retry(lambda: client.search_runs([exp_id], f"tags.`{STATE_TAG}` = 'running'", max_results=1000),
+                  "looking for runs left open by killed processes")
+    closed = []
+    for run in found:
+        run_id = run.info.run_id
+        if run_id == keep or process_alive(run.data.tags.get(PROCESS_TAG, "")):
+            continue
+        failed = run.info.status == "FAILED"
+        if not failed:
+            retry(lambda: client.set_terminated(run_id, "KILLED"), f"ending run {run_id} as KILLED")
+        retry(lambda: client.set_tag(run_id, STATE_TAG, "failed" if failed else "killed"), f"tagging run {run_id}")
+        closed.append(run_id)
+    if closed:
+        log.warning("MLflow: closed %d run(s) whose process was killed before its stage finished: %s",
+                    len(closed), ", ".join(closed))
+    return closed
+
+
+def log_artifacts(local: str | Path, artifact_path: str | None = None) -> None:
+    """Log the file or folder ``local`` to the active run (under ``artifact_path``). A full disk
+    where the artifacts are stored raises :class:`zfnet.io.DiskFullError` naming the destination
+    and the bytes needed."""
+    import mlflow
+
+    local = Path(local)
+    files = [local] if local.is_file() else [f for f in local.rglob("*") if f.is_file()]
+    try:
+        (mlflow.log_artifact if local.is_file() else mlflow.log_artifacts)(str(local), artifact_path)
+    except OSError as exc:
+        if not out_of_space(exc):
+            raise
+        dest = mlflow.get_artifact_uri(artifact_path).removeprefix("file://")
+        raise disk_full(f"{dest}/{local.name}" if local.is_file() else dest, sum(f.stat().st_size for f in files),
+                        exc) from None
+
+
 @contextlib.contextmanager
 def stage_run(
     cfg: Config,
@@ -342,6 +454,7 @@ def stage_run(
     run_id: str | None = None,
     dvc_stage: str = "",
     setting: dict | None = None,
+    last: bool = True,
 ) -> Iterator:
     """A child run of the pipeline's parent run for one stage (or variant); yields the active run.
 
@@ -352,15 +465,22 @@ def stage_run(
     that logs one run per setting, e.g. ``transfer@caltech101`` per training-set size).
     ``setting``: what tells this run from the stage's other runs that share ``cfg``
     (``{"dataset": "caltech101", "train_per_class": 15}``), logged as params ``setting.<key>``.
+    ``last``: False for all but the last run of a stage process that logs several; when the last
+    ends, every run the process opened is marked complete (:data:`STATE_TAG`), so the runs of a
+    process killed in between are closed as killed (:func:`close_orphans`), not left finished.
 
     ``run_id`` continues an existing run (e.g. training resumed after a crash). The run ends
-    FAILED if the body raises, and the parent's end time follows its last child.
+    FAILED if the body raises (an ``MlflowException`` becomes a one-line :class:`TrackingError`),
+    and the parent's end time follows its last child. Runs left open by killed processes are
+    closed first (:func:`close_orphans`).
     """
     import mlflow
 
     connect(cfg)
     parent = parent_run_id(cfg, params_path)
-    mlflow.set_experiment(experiment_id=experiment_id(cfg.tracking.experiment))
+    exp_id = experiment_id(cfg.tracking.experiment)
+    mlflow.set_experiment(experiment_id=exp_id)
+    close_orphans(exp_id, keep=run_id)
     name = f"{stage}@{variant}" if variant else stage
     tags = {
         "stage": stage,
@@ -371,39 +491,56 @@ def stage_run(
         "data_hash": data_hash(),
         "profile": cfg.profile,
         "mlflow.parentRunId": parent,
+        **open_run_tags(),
     }
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags)
+    _OPEN_RUNS.append(run.info.run_id)
     try:
         if run_id is None:
             mlflow.MlflowClient().log_batch(run.info.run_id, params=_params(cfg, setting))
         if Path(params_path).exists():
-            mlflow.log_artifact(str(params_path))
+            log_artifacts(params_path)
         yield run
-    except BaseException:
+    except BaseException as exc:
         _end_run(run.info.run_id, parent, "FAILED", must=False)
+        if isinstance(exc, mlflow.exceptions.MlflowException):  # the store failed under the stage: one line
+            raise TrackingError(f"MLflow tracking store {mlflow.get_tracking_uri()!r}: {first_line(exc)}") from None
         raise
-    _end_run(run.info.run_id, parent, "FINISHED", must=True)
+    _end_run(run.info.run_id, parent, "FINISHED", must=True, complete=last)
 
 
-def _end_run(run_id: str, parent: str, status: str, must: bool) -> None:
+def _end_run(run_id: str, parent: str, status: str, must: bool, complete: bool = False) -> None:
     """End the active run ``run_id`` with ``status`` (retried); the parent's end time follows it.
+    ``complete``: then mark every run this process opened complete (:data:`STATE_TAG`); a FAILED
+    run is marked failed.
 
     ``must``: a store that stays down raises :class:`TrackingError`; else (the body already
     failed, its error is the one to show) only a warning is logged.
     """
     import mlflow
 
+    client = mlflow.MlflowClient()
     try:
         with _one_http_try():
             mlflow.end_run(status)  # leaves the active run even when the store does not answer
     except Exception:
         try:
-            retry(lambda: mlflow.MlflowClient().set_terminated(run_id, status), f"ending run {run_id} as {status}",
+            retry(lambda: client.set_terminated(run_id, status), f"ending run {run_id} as {status}",
                   tries=None if must else 1)
         except TrackingError as exc:
             if must:
                 raise
             log.warning("%s", exc)
             return
+    done = [run_id] if status == "FAILED" else list(_OPEN_RUNS) if complete else []
+    try:
+        for done_id in done:
+            retry(lambda: client.set_tag(done_id, STATE_TAG, "failed" if status == "FAILED" else "complete"),
+                  f"marking run {done_id} {status.lower()}", tries=None if must else 1)
+            _OPEN_RUNS.remove(done_id)
+    except TrackingError as exc:
+        if must:
+            raise
+        log.warning("%s", exc)
     with contextlib.suppress(Exception), _one_http_try():
-        mlflow.MlflowClient().set_terminated(parent, "FINISHED")
+        client.set_terminated(parent, "FINISHED")

@@ -58,8 +58,8 @@ def main(cfg: Config) -> None:
         write_json(METRICS / "ablation.json", metrics)
         mlflow.log_metrics(metrics)
         for name in ("ablation.csv", "ablation_table2.csv", "ablation.md"):
-            mlflow.log_artifact(str(RESULTS / name), "results")
-        mlflow.log_artifacts(str(ABLATION_FIGURES), "figures")
+            tracking.log_artifacts(RESULTS / name, "results")
+        tracking.log_artifacts(ABLATION_FIGURES, "figures")
 
 
 if __name__ == "__main__":

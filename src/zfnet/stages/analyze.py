@@ -11,8 +11,6 @@ MLflow: an ``analyze`` child run with those metrics and the figures and tables a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from zfnet.config import Config
 from zfnet.io import write_json
 from zfnet.paths import METRICS, MODELS, PREPARED
@@ -32,7 +30,7 @@ def main(cfg: Config) -> None:
                           resolve_device(a.device))
         write_json(METRICS / "analyze.json", metrics)
         mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(Path(a.out)), "analyze")
+        tracking.log_artifacts(a.out, "analyze")
 
 
 if __name__ == "__main__":

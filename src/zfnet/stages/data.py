@@ -42,7 +42,7 @@ def main(cfg: Config) -> None:
     log.info("dataset at %s: %d classes, %s", root_str, len(classes), counts)
     with tracking.stage_run(cfg, "data"):
         mlflow.log_metrics({"classes": len(classes), **{f"{split}_images": n for split, n in counts.items()}})
-        mlflow.log_artifact(str(DATASET_JSON))
+        tracking.log_artifacts(DATASET_JSON)
 
 
 if __name__ == "__main__":

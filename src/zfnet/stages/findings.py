@@ -29,7 +29,7 @@ def main(cfg: Config) -> None:
     with tracking.stage_run(cfg, "findings") as run:
         mlflow.log_metrics(counts)
         mlflow.set_tags({f"finding.{f['id']}": f["verdict"] for f in result["findings"]})
-        mlflow.log_artifact(str(METRICS / "findings.json"))
+        tracking.log_artifacts(METRICS / "findings.json")
         parent = run.data.tags.get("mlflow.parentRunId")
         if parent:
             client = mlflow.MlflowClient()

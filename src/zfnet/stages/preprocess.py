@@ -33,7 +33,7 @@ def main(cfg: Config) -> None:
     with tracking.stage_run(cfg, "preprocess"):
         mlflow.log_metrics({f"{split}_{k}": v for split, counts in summary.items() for k, v in counts.items()})
         for split in manifests:
-            mlflow.log_artifact(str(PREPARED / split / "skipped.csv"), f"skipped/{split}")
+            tracking.log_artifacts(PREPARED / split / "skipped.csv", f"skipped/{split}")
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ def main(cfg: Config) -> None:
     write_json(METRICS / "probe.json", metrics)
     for ds, values in metrics.items():
         with tracking.stage_run(cfg, "probe", variant=ds, dvc_stage="probe",
-                                setting={"dataset": ds, "train_per_class": counts[ds]}):
+                                setting={"dataset": ds, "train_per_class": counts[ds]}, last=ds == list(metrics)[-1]):
             mlflow.log_metrics({**values, "train_per_class": counts[ds]})
             mlflow.set_tag("best_layer", trends[ds]["best_layer"])
-            mlflow.log_artifact(str(csv_path), "probe")
-            mlflow.log_artifact(str(RESULTS / "probes.md"), "probe")
+            tracking.log_artifacts(csv_path, "probe")
+            tracking.log_artifacts(RESULTS / "probes.md", "probe")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main(cfg: Config) -> None:
         headline = ("items", "items_produced", "claims", "claims_hold", "claims_inconclusive", "claims_fail")
         write_json(METRICS / "report.json", {k: counts[k] for k in headline})  # `dvc metrics show`
         mlflow.log_metrics(counts)
-        mlflow.log_artifacts(cfg.report.out, "report")
+        tracking.log_artifacts(cfg.report.out, "report")
     logging.getLogger(__name__).info("wrote %s/index.html: %s", cfg.report.out, counts)
 
 

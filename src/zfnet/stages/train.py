@@ -26,7 +26,7 @@ import torch
 
 from zfnet.config import Config, TrainConfig
 from zfnet.data.shards import ShardDataset, data_id, load_mean
-from zfnet.io import write_json
+from zfnet.io import write_json, write_text
 from zfnet.paths import METRICS, MODELS, PLOTS, PREPARED, STATE
 from zfnet.stages.common import run_stage
 from zfnet.train import distributed
@@ -126,7 +126,7 @@ def train_and_log(cfg: Config) -> None:
             on_epoch=on_epoch,
         )
         PLOTS.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(result["history"]).to_csv(PLOTS / "train.csv", index=False)
+        write_text(PLOTS / "train.csv", pd.DataFrame(result["history"]).to_csv(index=False))
         plot_curves(result["history"], PLOTS / "train_curves.png")
         headline, metrics = train_metrics(result, cfg.train, train_set.num_classes, len(val_set))
         write_json(METRICS / "train.json", headline)  # `dvc metrics show`, `dvc exp show`
@@ -189,7 +189,7 @@ def _log_outs(model: torch.nn.Module, metrics: dict, cfg: Config) -> None:
     model_file = MODELS / "model.pt"
     tracking.retry(lambda: mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()}), "logging the final metrics")
     for plot in ("train.csv", "train_curves.png"):
-        tracking.retry(lambda: mlflow.log_artifact(str(PLOTS / plot), "plots"), f"logging plots/{plot}", timeout=None)
+        tracking.retry(lambda: tracking.log_artifacts(PLOTS / plot, "plots"), f"logging plots/{plot}", timeout=None)
     tags = {"model_path": str(model_file), "model_md5": file_md5(model_file)}
     tracking.retry(lambda: mlflow.set_tags(tags), "tagging the run")
     if cfg.tracking.log_model:

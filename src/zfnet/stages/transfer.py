@@ -51,10 +51,11 @@ def main(cfg: Config, dataset: str) -> None:
     write_json(METRICS / f"transfer_{dataset}.json", metrics)
     for variant, values in runs.items():
         setting = {"dataset": dataset, "train_per_class": values.get("train_per_class", "all")}
-        with tracking.stage_run(cfg, "transfer", variant=variant, dvc_stage=f"transfer@{dataset}", setting=setting):
+        with tracking.stage_run(cfg, "transfer", variant=variant, dvc_stage=f"transfer@{dataset}", setting=setting,
+                                last=variant == list(runs)[-1]):
             mlflow.log_metrics({k: v for k, v in values.items() if v == v})  # NaN APs (no positive) left out
             for path in (csv_path, stem.with_suffix(".md"), figure):
-                mlflow.log_artifact(str(path), "transfer")
+                tracking.log_artifacts(path, "transfer")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def main(cfg: Config) -> None:
     log.info("transfer datasets: %s", sources)
     with tracking.stage_run(cfg, "transfer_data"):
         mlflow.log_metrics({f"{ds}_{k}": v[k] for ds, v in sources.items() for k in ("classes", "images")})
-        mlflow.log_artifact(str(TRANSFER_SOURCES))
+        tracking.log_artifacts(TRANSFER_SOURCES)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ MLflow: a ``visualize`` child run with those metrics and the figures as artifact
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from zfnet.config import Config
 from zfnet.io import write_json
 from zfnet.paths import METRICS, MODELS, PREPARED, TOP9_INDEX
@@ -81,7 +79,7 @@ def main(cfg: Config) -> None:
         metrics = metrics_of(result)
         write_json(METRICS / "visualize.json", metrics)
         mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(Path(v.out)), "visualize")
+        tracking.log_artifacts(v.out, "visualize")
 
 
 if __name__ == "__main__":

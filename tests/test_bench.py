@@ -57,7 +57,9 @@ def test_quick_json_has_every_section(tmp_path):
         for v in model["variants"].values():
             assert {"images_per_s", "step_s", "gflops", "peak_fraction"} <= set(v)
         assert {"conv", "linear", "norm", "optimizer"} <= set(model["breakdown"][model["loop_variant"]]["kinds"])
-    assert {"epoch_s", "compute_s", "overhead"} <= set(s["loader"])
+    assert {"epoch_s", "compute_s", "overhead"} <= set(s["loader"]["default"])
+    assert {"read_images_per_s", "crop_images_per_s", "reader_images_per_s", "loader_images_per_s",
+            "per_core_images_per_s", "host_images_per_s", "headroom_h100", "headroom"} <= set(s["loader"]["224"])
     assert {"decode_images_per_s", "preprocess_images_per_s"} <= set(s["preprocess"]["default"])
     assert {"batched_s", "loop_s", "speedup"} <= set(s["deconv"]["default"])
     assert {"top9_s", "inference_s", "top9_over_inference"} <= set(s["top9"]["default"])
@@ -70,6 +72,7 @@ def test_quick_json_has_every_section(tmp_path):
 
     names = [t["name"] for t in report["targets"]]
     assert any("loader" in n for n in names) and any("deconvnet" in n for n in names)
+    assert sum(n.startswith("loader 224") for n in names) == 2  # against an H100, and against this CPU's step
     assert any("top-9" in n for n in names) and any("fp32 GEMM peak" in n for n in names)
     assert any("top-9 + projections" in n for n in names)
     assert any(n.startswith("explore: layer page") for n in names) and any("JPEG analysed" in n for n in names)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zfnet import findings as F
-from zfnet.cli.findings import differences, with_findings
+from zfnet.cli.findings import differences, row_agreement, with_findings
 from zfnet.stats import mean_se, sign_test
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,6 +146,12 @@ def test_compare_lists_the_verdicts_that_changed():
     flipped["analyze"]["pointing_game"] = 0.1
     b = F.judge_all(F.Metrics(flipped))
     assert differences(a, b) == [("pointing", F.HOLDS, F.FAILS)]
+
+
+def test_ablation_rows_of_two_runs_agree_within_two_sd():
+    a = {"zfnet": ablated(30.0, 25.0, sd=1.0), "no_fc7": ablated(30.0, 25.0, sd=1.0), "only_a": ablated(1.0, 1.0)}
+    b = {"zfnet": ablated(31.9, 25.0, sd=0.5), "no_fc7": ablated(33.0, 25.0, sd=1.0)}
+    assert row_agreement(a, b) == [("zfnet", 30.0, 1.0, 31.9, 0.5, True), ("no_fc7", 30.0, 1.0, 33.0, 1.0, False)]
 
 
 def test_readme_block_is_replaced_between_the_markers():

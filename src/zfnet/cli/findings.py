@@ -3,7 +3,8 @@
 ``zfnet findings`` lists them; ``--markdown`` prints the README's table; ``--readme README.md``
 writes that table between the README's ``<!-- findings:start -->`` and ``<!-- findings:end -->``
 markers; ``--compare A B`` shows which verdicts differ between two runs (each a findings.json or
-a folder holding ``metrics/findings.json``, e.g. the checkout of a run with another seed).
+a folder holding ``metrics/findings.json``, e.g. the checkout of a run with another seed) and, for
+folders, whether each ablation row (``metrics/ablate/<variant>.json``) agrees within 2 sd.
 """
 
 from __future__ import annotations
@@ -48,19 +49,45 @@ def differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
     return [(i, va.get(i, "-"), vb.get(i, "-")) for i in dict.fromkeys([*va, *vb]) if va.get(i) != vb.get(i)]
 
 
+def ablation_rows(folder: str | Path) -> dict[str, dict]:
+    """``{variant: metrics}`` of a run folder's ``metrics/ablate/*.json`` (``{}`` for a findings file)."""
+    folder = Path(folder) / "metrics" / "ablate"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def row_agreement(a: dict[str, dict], b: dict[str, dict], key: str = "val_top1_error") -> list[tuple]:
+    """Per variant in both runs: ``(variant, mean_a, sd_a, mean_b, sd_b, agree)``; two rows agree when
+    their means differ by at most 2 standard deviations of one training (the larger of the two sds)."""
+    rows = []
+    for variant in (v for v in a if v in b):
+        (ma, sa), (mb, sb) = ((r[f"{key}_mean"], r[f"{key}_sd"]) for r in (a[variant], b[variant]))
+        rows.append((variant, ma, sa, mb, sb, abs(ma - mb) <= 2 * max(sa, sb)))
+    return rows
+
+
+def _compare(first: str, second: str) -> None:
+    a, b = read(first), read(second)
+    diff = differences(a, b)
+    print(f"{first}: {a['holds']} hold, {a['inconclusive']} inconclusive, {a['fails']} fail; "
+          f"{second}: {b['holds']} hold, {b['inconclusive']} inconclusive, {b['fails']} fail")
+    for claim, x, y in diff:
+        print(f"  {claim}: {x} -> {y}")
+    print(f"{len(diff)} of {len({f['id'] for f in a['findings'] + b['findings']})} verdicts differ")
+    rows = row_agreement(ablation_rows(first), ablation_rows(second))
+    for variant, ma, sa, mb, sb, agree in rows:
+        print(f"  ablation {variant}: val top-1 {ma:.1f} +- {sa:.1f} vs {mb:.1f} +- {sb:.1f} %: "
+              + ("agree within 2 sd" if agree else "DIFFER by more than 2 sd"))
+    if rows:
+        print(f"{sum(r[-1] for r in rows)} of {len(rows)} ablation rows agree within 2 sd")
+
+
 def _run(args: argparse.Namespace) -> int:
     from zfnet.config import ConfigError
     from zfnet.findings import markdown
     from zfnet.io import write_text
 
     if args.compare:
-        a, b = (read(p) for p in args.compare)
-        diff = differences(a, b)
-        print(f"{args.compare[0]}: {a['holds']} hold, {a['inconclusive']} inconclusive, {a['fails']} fail; "
-              f"{args.compare[1]}: {b['holds']} hold, {b['inconclusive']} inconclusive, {b['fails']} fail")
-        for claim, x, y in diff:
-            print(f"  {claim}: {x} -> {y}")
-        print(f"{len(diff)} of {len({f['id'] for f in a['findings'] + b['findings']})} verdicts differ")
+        _compare(*args.compare)
         return 0
     result = read(args.file)
     if args.readme:
@@ -88,5 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--markdown", action="store_true", help="print the README's findings table")
     mode.add_argument("--readme", metavar="README", help="write the table between the findings markers of this file")
-    mode.add_argument("--compare", nargs=2, metavar=("A", "B"), help="which verdicts differ between two runs")
+    mode.add_argument("--compare", nargs=2, metavar=("A", "B"), help="which verdicts differ between two runs (findings files or run folders; "
+                      "folders also compare their ablation rows)")
     p.set_defaults(func=_run)

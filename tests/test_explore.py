@@ -200,7 +200,7 @@ def test_index_holds_every_map_and_its_tiles_are_the_deconvnet_projections(run):
     recon, _ = project_top(network.model, "conv3", TopActivations(**entry), torch.tensor([5]), data.fetch, 64, field)
     from zfnet.viz.grids import normalize_signed, resize
 
-    expected = (resize(normalize_signed(recon[0, 2:3]), conv3["tile"]).clamp(0, 1) * 255).round()[0].permute(1, 2, 0)
+    expected = (normalize_signed(resize(recon[0, 2:3], conv3["tile"])).clamp(0, 1) * 255).round()[0].permute(1, 2, 0)
     assert np.abs(index.tile("projections", "conv3", 5, 2).astype(int) - expected.numpy().astype(int)).max() <= 1
     # a patch is the image's receptive field, cut at full size
     pixels, _ = val.get_batch([conv3["images"][5][2]])

@@ -7,6 +7,7 @@ the same way. Screenshots of each page are written next to the test's files.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -87,6 +88,11 @@ def test_a_user_browses_a_run_and_analyses_an_image(tiny_pipeline, page, tmp_pat
         page.open(f"http://127.0.0.1:{port}/")
         assert page.browser.evaluate("document.title").startswith("zfnet explore")
         assert len(page.images()) == 5 * 8  # the 8 strongest maps of each layer
+        summary = page.browser.evaluate("document.getElementById('summary').innerText")
+        assert re.match(r"\d+ of 19 of the paper's claims hold, \d+ inconclusive, \d+ fail", summary), summary
+        links = page.browser.evaluate("Array.from(document.querySelectorAll('#run a'), a => a.getAttribute('href'))")
+        ui = tiny_pipeline[2]  # report.mlflow_ui of the tiny run: each stage's run linked into it
+        assert sum(link.startswith(f"{ui}/#/experiments/") and "/runs/" in link for link in links) >= 10, links
         page.browser.screenshot(shots / "overview.png", full_page=True)
 
         page.click(".layer-card h3 a[href='/layer/conv2']")

@@ -28,7 +28,7 @@ from zfnet.viz.network import Network
 
 UPLOAD_MAX_BYTES = 20 * 2**20  # an upload larger than this is refused (413) before it is decoded
 UPLOAD_MAX_PIXELS = 50_000_000  # a file declaring more pixels is a decompression bomb (400)
-MAP_SIDE = 224  # occlusion maps are drawn at this side (nearest neighbour: one block per square position)
+MAP_SIDE = 224  # occlusion maps are drawn at this side, as the image (nearest neighbour: a block per square position)
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -40,24 +40,29 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def coloured(values: torch.Tensor, cmap: str, low: float | None = None, high: float | None = None,
-             side: int = MAP_SIDE) -> np.ndarray:
-    """A ``(Gh, Gw)`` map through a matplotlib colour map (``low..high``, default its own range),
-    enlarged to ``side`` pixels: ``(side, side, 3)`` uint8."""
+def coloured(values: torch.Tensor, cmap: str, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """A ``(Gh, Gw)`` map through a matplotlib colour map (``low..high``, default its own range):
+    ``(Gh, Gw, 3)`` in [0, 1]."""
     import matplotlib
 
     v = values.float().cpu()
     lo = float(v.min()) if low is None else low
     hi = float(v.max()) if high is None else high
-    scaled = ((v - lo) / max(hi - lo, 1e-12)).clamp(0, 1).numpy()
-    rgb = matplotlib.colormaps[cmap](scaled)[..., :3]
-    return _enlarge(rgb, side)
+    return matplotlib.colormaps[cmap](((v - lo) / max(hi - lo, 1e-12)).clamp(0, 1).numpy())[..., :3]
 
 
-def _enlarge(rgb: np.ndarray, side: int) -> np.ndarray:
-    """``(h, w, 3)`` floats in [0, 1] -> ``(side, side, 3)`` uint8, nearest neighbour."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-    x = torch.nn.functional.interpolate(x, size=(side, side), mode="nearest")[0]
+def on_the_image(cells: np.ndarray, maps, size: int, side: int = MAP_SIDE) -> np.ndarray:
+    """Occlusion-map cells ``(Gh, Gw, 3)`` in [0, 1] drawn where the grey square's centre was on the
+    ``size x size`` model input (each cell ``stride`` pixels wide around it, white where no centre
+    falls), enlarged to ``side`` pixels: ``(side, side, 3)`` uint8, so the maps line up with the image."""
+    stride = int(maps.ys[1] - maps.ys[0]) if len(maps.ys) > 1 else maps.patch
+    block = np.repeat(np.repeat(cells, stride, 0), stride, 1)
+    top = max(maps.patch // 2 - stride // 2, 0)
+    canvas = np.ones((size, size, 3))
+    h, w = min(block.shape[0], size - top), min(block.shape[1], size - top)
+    canvas[top:top + h, top:top + w] = block[:h, :w]
+    x = torch.nn.functional.interpolate(torch.from_numpy(canvas).permute(2, 0, 1)[None].float(), size=(side, side),
+                                        mode="nearest")[0]
     return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
@@ -132,9 +137,9 @@ def analyze(network: Network, pixels: torch.Tensor, layer: str, channel: int | N
     present = sorted(set(maps.argmax[0].flatten().tolist()))
     pictures = {
         "image": png((inputs.pixels(x)[0] * 255).round().byte().permute(1, 2, 0).cpu().numpy()),
-        "feature": png(coloured(maps.feature[0], "viridis")),
-        "probability": png(coloured(maps.prob[0], "jet", 0.0, 1.0)),
-        "argmax": png(_enlarge(palette()[maps.argmax[0].cpu().numpy() % 20], MAP_SIDE)),
+        "feature": png(on_the_image(coloured(maps.feature[0], "viridis"), maps, inputs.size)),
+        "probability": png(on_the_image(coloured(maps.prob[0], "jet", 0.0, 1.0), maps, inputs.size)),
+        "argmax": png(on_the_image(palette()[maps.argmax[0].cpu().numpy() % 20], maps, inputs.size)),
         "occlusion_projection": png(_display(projections)),
         "projection": png(_display(projection)),
     }

@@ -9,9 +9,9 @@ them. :func:`write_index` keeps that record and its pictures in a folder:
   field's geometry (:class:`~zfnet.viz.receptive.ReceptiveField` ``ops``); the image names and
   class names; with milestones, each map's strongest activation at each epoch (``evolution``);
 - ``projections_<layer>.png``: a sprite of ``C`` rows by ``k`` tiles, the deconvnet projection of
-  each activation cropped to its receptive field and contrast-normalised per tile (zero at
-  mid-grey), each ``s x s`` with ``s`` the field's side, at most :data:`TILE` (shrunk by area
-  averaging above it). The image patches are not stored: :meth:`Top9Index.patches` cuts them from
+  each activation cropped to its receptive field, each ``s x s`` with ``s`` the field's side, at
+  most :data:`TILE` (shrunk by area averaging above it), then contrast-normalised per tile (zero at
+  mid-grey). The image patches are not stored: :meth:`Top9Index.patches` cuts them from
   the scanned images at their full size (the index stays a few MB);
 - ``evolution_<layer>.png``: ``C`` rows by ``E`` epochs, the projection of each map's strongest
   activation at each milestone (Fig. 4 for every map);
@@ -45,9 +45,9 @@ TILE = 48  # the largest tile side kept, pixels
 SPRITES = ("projections", "evolution", "filters")
 
 
-def _uint8(tiles: torch.Tensor, side: int) -> np.ndarray:
-    """``(N, 3, h, w)`` in [0, 1] -> ``(N, side, side, 3)`` uint8."""
-    return (resize(tiles.float(), side).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+def _uint8(tiles: torch.Tensor) -> np.ndarray:
+    """``(N, 3, h, w)`` in [0, 1] -> ``(N, h, w, 3)`` uint8."""
+    return (tiles.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def write_sprite(tiles: np.ndarray, path: str | Path) -> None:
@@ -68,7 +68,8 @@ def projection_tiles(model: nn.Module, layer: str, top: TopActivations, data: Im
     tiles = np.empty((maps, k, side, side, 3), np.uint8)
     for chosen in torch.arange(maps).split(max(1, max_batch // k)):
         recon, _ = project_top(model, layer, top, chosen, data.fetch, max_batch, receptive)
-        tiles[chosen.numpy()] = _uint8(normalize_signed(recon.flatten(0, 1)), side).reshape(len(chosen), k, side, side, 3)
+        shown = normalize_signed(resize(recon.flatten(0, 1), side))  # normalised as shown: a shrunk tile keeps its contrast
+        tiles[chosen.numpy()] = _uint8(shown).reshape(len(chosen), k, side, side, 3)
     return tiles
 
 
@@ -136,7 +137,7 @@ def write_index(out: str | Path, model: nn.Module, tops: dict[str, TopActivation
             from zfnet.viz.filters import first_filters
 
             weight = normalize_minmax(first_filters(model).detach().float().cpu())
-            write_sprite(_uint8(weight, weight.shape[-1])[:, None], out / f"filters_{layer}.png")
+            write_sprite(_uint8(weight)[:, None], out / f"filters_{layer}.png")
     if evolution is not None:
         for layer, tiles in evolution.tiles.items():
             write_sprite(np.stack(tiles, 1), out / f"evolution_{layer}.png")

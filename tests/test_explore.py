@@ -371,6 +371,17 @@ def test_static_export_links_only_files_it_wrote(run, tmp_path, capsys):
                 assert (page.parent / link).resolve().is_file(), (page, link)
     tile = site / "tile/patch/conv2/1/0.png"
     assert min(decodes(tile.read_bytes())) > 0
+    # a second export replaces the first whole; a folder that is not an export is never written into
+    (site / "stale.html").write_text("from before")
+    assert main(["explore", "--run", str(run), "--export", str(site)]) == 0
+    assert not (site / "stale.html").exists() and (site / "index.html").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no temp folder left beside it
+    capsys.readouterr()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/notes.txt").write_text("keep")
+    assert main(["explore", "--run", str(run), "--export", str(tmp_path / "mine")]) == 2
+    assert "mine: not empty and not a previous export (choose a new folder)" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_a_checkpoint_on_a_folder_of_images_is_indexed_on_first_request_then_cached(run, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -122,7 +123,8 @@ def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
 
     ``report.mlflow_ui`` names ``ui`` (a free localhost port), where a test may serve that store with
     ``mlflow server`` and check the report's links. Tests that change the project work on a copy.
-    The zfnet modules each process imports are recorded in ``<root>/../imports/`` (:data:`IMPORT_RECORDER`).
+    The zfnet modules each process imports are recorded in ``<root>/../imports/`` (:data:`IMPORT_RECORDER`);
+    each stage's wall time, ``{stage: seconds}`` in run order, in ``<root>/../stage_seconds.json``.
     """
     ui = f"http://127.0.0.1:{free_port()}"
     base = tmp_path_factory.mktemp("e2e")
@@ -132,9 +134,11 @@ def tiny_pipeline(tmp_path_factory) -> tuple[Path, dict, str, str]:
     (base / "imports").mkdir()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(base / "recorder"), env.get("PYTHONPATH")]))
     env["ZFNET_TEST_IMPORTS"] = str(base / "imports")
-    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return root, env, ui, proc.stdout
+    from zfnet.bench.repro import timed_repro
+
+    _, seconds, output = timed_repro(root, env)  # RuntimeError with the output's tail if it fails
+    (base / "stage_seconds.json").write_text(json.dumps(seconds))
+    return root, env, ui, output
 
 
 @contextlib.contextmanager

@@ -278,7 +278,7 @@ def _register(client, r, exp_id: str, run_id: str, md5: str):
                   "train_run_id": train_run.info.run_id, "retrain_run_id": run_id,
                   "checkpoint_uri": f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}/model.pt"})
     for older in client.search_model_versions(f"name = '{r.model_name}'"):
-        if older.version != version.version and "retrain_run_id" in older.tags and DECISION not in older.tags:
+        if int(older.version) != int(version.version) and "retrain_run_id" in older.tags and DECISION not in older.tags:
             client.set_model_version_tag(r.model_name, older.version, "retrain.reason",
                                          f"its retrain was killed before deciding; superseded by version {version.version}")
             client.set_model_version_tag(r.model_name, older.version, DECISION, "interrupted")

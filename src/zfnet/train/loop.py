@@ -169,7 +169,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataset,
     """One pass over ``dataset`` in a seeded random order; returns the epoch's training loss and
     top-1 error (%), measured on its augmented mini-batches.
 
-    The data path: reader processes (:func:`~zfnet.train.runtime.read_batches`, ``t.workers``) read
+    The data path: reader threads (:func:`~zfnet.train.runtime.read_batches`, ``t.workers``) read
     each batch's uint8 images from the shards; they move to ``device`` as uint8 and are cropped,
     flipped and normalised there in one gather (:func:`~zfnet.data.transforms.crop_normalize`), the
     windows drawn here (``t.crops``). ``model`` may be DDP-wrapped

@@ -2,10 +2,11 @@
 
 A run is laid out in the scratch folder as the pipeline lays it out (``data/prepared``,
 ``models/model.pt``: the default profile's model, freshly initialised, on ``device``;
-``results/top9_index`` written by :func:`zfnet.viz.index.write_index` over the validation split),
-and the real app (:func:`zfnet.explore.app.create_app`) is served by uvicorn on a free localhost
-port in a thread. Timed, best of ``rounds`` (the first request of each separately: it reads the
-index and decodes a sprite):
+``results/top9_index`` written by :func:`zfnet.viz.index.write_index` over the validation split,
+every conv layer, or with ``--quick`` only the top one), and the real app
+(:func:`zfnet.explore.app.create_app`) is served by uvicorn on a free localhost port in a thread.
+Timed, best of ``rounds``, and the first request of each separately (the first page reads
+``index.json``, the first picture of a layer decodes its sprite):
 
 - the overview, a layer page (the top layer, every map) and a channel page, HTML only; and every
   picture on the layer and the channel page, fetched one after the other (a browser fetches six
@@ -36,14 +37,15 @@ PAGE_TARGET_S = 0.3
 UPLOAD_TARGET_S = 3.0
 
 
-def _run_folder(root: Path, prepared: Path, cfg, device: torch.device) -> tuple[float, int]:
-    """Lay out a run in ``root`` (module docstring); returns the index's seconds and bytes."""
+def _run_folder(root: Path, prepared: Path, cfg, device: torch.device, all_layers: bool) -> tuple[float, int]:
+    """Lay out a run in ``root`` (module docstring; ``all_layers`` False: only the top layer indexed);
+    returns the index's seconds and bytes."""
     from zfnet.bench.train import make_model
     from zfnet.data.shards import ShardDataset, load_mean
     from zfnet.paths import TOP9_INDEX
     from zfnet.train.checkpoint import Checkpoint
     from zfnet.viz.index import write_index
-    from zfnet.viz.top9 import Images, top9
+    from zfnet.viz.top9 import Images, default_layers, top9
 
     (root / "data").mkdir(parents=True)
     (root / "data/prepared").symlink_to(prepared.resolve())
@@ -54,7 +56,8 @@ def _run_folder(root: Path, prepared: Path, cfg, device: torch.device) -> tuple[
     checkpoint.save(root / "models/model.pt")
     data = Images(val, checkpoint.inputs, cfg.viz.batch_size, device=device)
     start = time.perf_counter()
-    write_index(root / TOP9_INDEX, model, top9(model, data), data, val.labels(), val.class_names, val.paths(),
+    layers = default_layers(model) if all_layers else default_layers(model)[-1:]
+    write_index(root / TOP9_INDEX, model, top9(model, data, layers), data, val.labels(), val.class_names, val.paths(),
                 max_batch=cfg.viz.max_batch, meta={"model": "models/model.pt", "split": "val"})
     seconds = time.perf_counter() - start
     return seconds, sum(p.stat().st_size for p in (root / TOP9_INDEX).iterdir())
@@ -109,14 +112,15 @@ def photo(width: int = 500, height: int = 400) -> bytes:
     return buffer.getvalue()
 
 
-def bench_explore(scratch, device: torch.device, rounds: Rounds) -> tuple[dict, list[dict]]:
+def bench_explore(scratch, device: torch.device, rounds: Rounds, all_layers: bool = True) -> tuple[dict, list[dict]]:
     """Time the explorer on a run laid out in ``scratch`` (:class:`~zfnet.bench.data.Scratch`: its
-    prepared data and config). Returns the seconds and sizes, and the page and upload targets."""
+    prepared data and config; ``all_layers`` False, as ``--quick``: only the top layer is indexed).
+    Returns the seconds and sizes, and the page and upload targets."""
     from zfnet.explore.app import create_app
     from zfnet.explore.source import of_run
 
     cfg, root = scratch.cfg, scratch.dir / "explore-run"
-    index_s, index_bytes = _run_folder(root, scratch.prepared(), cfg, device)
+    index_s, index_bytes = _run_folder(root, scratch.prepared(), cfg, device, all_layers)
     explorer = of_run(root, mlflow_ui="", device=device)
     layer = list(explorer.index.layers)[-1]
     o = cfg.analyze.occlusion

@@ -83,6 +83,7 @@ class Sizes:
     layer_images: int  # the layer section: images, their side, and the rounds of its pass and inference
     layer_size: int
     layer_rounds: Rounds
+    explore_all_layers: bool  # explore: index every conv layer (else only the top one, whose pages are timed)
 
 
 QUICK = Sizes(gemm=(256, 512), gemm_slow=(128,), gemm_rounds=Rounds(2), batch_224=1, batch_224_gpu=8, batch_default=8,
@@ -93,7 +94,7 @@ QUICK = Sizes(gemm=(256, 512), gemm_slow=(128,), gemm_rounds=Rounds(2), batch_22
               deconv_images=2, loop_neurons=4,
               deconv_224_images=0, loop_neurons_224=0, occlusion_images=2, captum_settings=(1, 16), top9_images=32,
               top9_224_images=0, viz_rounds=Rounds(1), viz_rounds_224=Rounds(1), layer_images=4, layer_size=64,
-              layer_rounds=Rounds(1))
+              layer_rounds=Rounds(1), explore_all_layers=False)
 FULL = Sizes(gemm=(512, 1024, 2048, 4096), gemm_slow=(256, 512), gemm_rounds=Rounds(5, min_seconds=3), batch_224=32,
              batch_224_gpu=128,
              batch_default=None, train_rounds=Rounds(3, min_seconds=20), breakdown_rounds=Rounds(3, min_seconds=10),
@@ -102,7 +103,7 @@ FULL = Sizes(gemm=(512, 1024, 2048, 4096), gemm_slow=(256, 512), gemm_rounds=Rou
              deconv_images=9, loop_neurons=64, deconv_224_images=1, loop_neurons_224=8, occlusion_images=32,
              captum_settings=(1, 4, 16, 64), top9_images=1024, top9_224_images=64, viz_rounds=Rounds(3, min_seconds=15),
              viz_rounds_224=Rounds(2, min_seconds=20, warmup=0), layer_images=16, layer_size=224,
-             layer_rounds=Rounds(3, min_seconds=5))
+             layer_rounds=Rounds(3, min_seconds=5), explore_all_layers=True)
 
 
 def sections(only: list[str] | None, quick: bool) -> list[str]:
@@ -273,7 +274,7 @@ class Bench:
     def explore(self) -> dict:
         from zfnet.bench.explore import bench_explore
 
-        result, checks = bench_explore(self.scratch(), self.device, self.sizes.viz_rounds)
+        result, checks = bench_explore(self.scratch(), self.device, self.sizes.viz_rounds, self.sizes.explore_all_layers)
         self.targets += checks
         return result
 

@@ -5,21 +5,19 @@ making relative ``.html`` links), without the upload form: ``index.html``, ``lay
 ``layer/<layer>/<channel>.html``, every tile under ``tile/``, the run's figures under ``figures/``
 and ``static/``; archive the folder next to the report.
 
-Thousands of small files: they are written into a temp folder beside ``DIR`` and the folder is
-renamed to ``DIR`` when all are there (a previous export in ``DIR`` is replaced), so ``DIR`` is
-never a half-written export, without the cost of an fsync per tile.
+Thousands of small files: they are written into ``.DIR.partial`` beside ``DIR``, renamed to ``DIR``
+when all are there (:func:`zfnet.io.atomic_folder`; a previous export in ``DIR`` is replaced), so
+``DIR`` is never a half-written export, without the cost of an fsync per tile.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
 from zfnet.explore.pages import STATIC, Links, channel_page, layer_page, overview_page, tile_counts, tile_png
 from zfnet.explore.source import Explorer
+from zfnet.io import atomic_folder
 
 MARK = Path("static/explore.css")  # what makes a folder a previous export (replaced without asking)
 
@@ -59,23 +57,11 @@ def export(explorer: Explorer, out: str | Path) -> dict:
     needed). ``out`` must not exist, be empty or hold a previous export. Returns ``{"pages": n,
     "tiles": n, "figures": n, "index": path}``."""
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and not (out / MARK).is_file():
-        raise FileExistsError(f"{out}: not empty and not a previous export (choose a new folder)")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARK).is_file():
+        raise FileExistsError(f"{out}: not empty and not a previous export (choose a new folder)")
     explorer.wait()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         counts = _pages(explorer, tmp)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {**counts, "index": str(out / "index.html")}

@@ -8,9 +8,11 @@ Display conventions (the paper's figures are contrast-normalised per tile):
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +56,15 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int = 2, pad_valu
     """Two ``(C, H, W)`` images of equal height, ``gap`` pixels apart -> ``(C, H, W1 + gap + W2)``."""
     spacer = left.new_full((left.shape[0], left.shape[1], gap), pad_value)
     return torch.cat([left, spacer, right], 2)
+
+
+def png_bytes(pixels: np.ndarray, fast: bool = False) -> bytes:
+    """``(h, w, 3)`` uint8 pixels as PNG bytes; ``fast``: the quickest compression (small pictures served live)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "PNG", compress_level=1 if fast else 6)
+    return buffer.getvalue()
 
 
 def save_figure(

@@ -35,8 +35,8 @@ from PIL import Image
 from torch import nn
 
 from zfnet.data.transforms import center_crop
-from zfnet.io import atomic_path, write_json
-from zfnet.viz.grids import normalize_minmax, normalize_signed, resize
+from zfnet.io import write_bytes, write_json
+from zfnet.viz.grids import normalize_minmax, normalize_signed, png_bytes, resize
 from zfnet.viz.receptive import ReceptiveField, crop, receptive_field
 from zfnet.viz.top9 import Images, TopActivations, project_top
 
@@ -53,8 +53,7 @@ def _uint8(tiles: torch.Tensor) -> np.ndarray:
 def write_sprite(tiles: np.ndarray, path: str | Path) -> None:
     """``(rows, cols, s, s, 3)`` uint8 tiles as one PNG of ``rows * s`` by ``cols * s`` pixels, atomically."""
     rows, cols, s = tiles.shape[:3]
-    with atomic_path(path) as tmp:
-        Image.fromarray(tiles.transpose(0, 2, 1, 3, 4).reshape(rows * s, cols * s, 3)).save(tmp, "PNG")
+    write_bytes(path, png_bytes(tiles.transpose(0, 2, 1, 3, 4).reshape(rows * s, cols * s, 3)))
 
 
 def projection_tiles(model: nn.Module, layer: str, top: TopActivations, data: Images, max_batch: int = 256,

@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 import conftest
-from test_reliability import stopped
 from zfnet.tracking import PROCESS_TAG, STATE_TAG
 
 # Every kind of stage gets at least one kill -9 inside its own process.
@@ -46,12 +45,17 @@ REFUSED = re.compile(r"ERROR: Unable to acquire lock\. Most likely another DVC p
 
 # --- processes ------------------------------------------------------------------------------------
 
+def proc_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (``R``, ``S``, ``T`` stopped, ``Z`` zombie, ...), None if there is none."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pid: int) -> bool:
     """``pid`` exists and is not a zombie (a stopped process is alive)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return proc_state(pid) not in (None, "Z")
 
 
 def stage_processes(pgid: int) -> dict[str, int]:
@@ -115,7 +119,7 @@ class Repro:
         there and return True, else let it go on (SIGCONT) and return False."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
         deadline = time.time() + 10
-        while alive(pid) and not stopped(pid):
+        while proc_state(pid) not in (None, "Z", "T", "t"):
             assert time.time() < deadline, "SIGSTOP"
             time.sleep(0.002)
         if alive(pid):
@@ -224,14 +228,15 @@ def out_hashes(root: Path) -> dict[str, str]:
 def assert_outs_equal(a: Path, b: Path) -> list[str]:
     """Every out of the pipelines in ``a`` and ``b`` has the same md5 in ``dvc.lock``, or the same
     content once times are masked (:func:`without_times`); returns the outs that differ in times only."""
+    def files(out: Path) -> list[Path]:  # an out folder's files, or the out file itself
+        return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) if out.is_dir() else [Path()]
+
     ha, hb = out_hashes(a), out_hashes(b)
     assert ha.keys() == hb.keys()
     timed = [path for path in ha if ha[path] != hb[path]]
     for path in timed:
-        files = sorted(p.relative_to(a / path) for p in (a / path).rglob("*") if p.is_file()) if (a / path).is_dir() else [Path()]
-        assert files == (sorted(p.relative_to(b / path) for p in (b / path).rglob("*") if p.is_file())
-                         if (b / path).is_dir() else [Path()]), path
-        for f in files:
+        assert files(a / path) == files(b / path), path
+        for f in files(a / path):
             assert without_times(a / path / f, a) == without_times(b / path / f, b), f"{path}/{f} differs"
     return timed
 
@@ -262,6 +267,7 @@ def assert_runs_once_per_finished_execution(killed: Path, reference: Path, kills
     pid = lambda r: int(r.data.tags[PROCESS_TAG].rsplit("/", 2)[1])  # noqa: E731
     states = Counter((r.data.tags[STATE_TAG], r.info.status) for r in runs)
     assert set(states) <= {("complete", "FINISHED"), ("killed", "KILLED")}, states
+    assert all(pid(r) in killed_pids for r in runs if r.data.tags[STATE_TAG] == "killed")
     finished = [r for r in runs if r.data.tags[STATE_TAG] == "complete" and pid(r) not in killed_pids]
     assert sorted(map(run_key, finished)) == sorted(ref), "each stage, variant and setting finished exactly once"
     for run in finished:
@@ -290,8 +296,8 @@ def killed_pipeline(tiny_pipeline, tmp_path_factory) -> SimpleNamespace:
 def test_kill_9_in_every_stage_kind_then_rerun_equals_an_uninterrupted_run(killed_pipeline):
     """``dvc repro`` of the tiny pipeline, its whole process group killed -9 inside each kind of
     stage (seeded: a random instance, a random moment of its process or just after it opened its
-    MLflow run) and once in DVC's own work between two stages, rerun after each kill until it completes; a second ``dvc repro`` during the first is
-    refused by DVC's lock. Then every out equals the uninterrupted session run's (times aside),
+    MLflow run) and once in DVC's own work between two stages, rerun after each kill until it
+    completes; a second ``dvc repro`` during the first is refused by DVC's lock. Then every out equals the uninterrupted session run's (times aside),
     ``dvc status`` is clean, and MLflow holds each stage's runs once, the killed ones KILLED."""
     run = killed_pipeline
     print(f"{len(run.kills)} kills, {run.seconds:.0f} s (uninterrupted: {run.reference_seconds:.0f} s):",
@@ -369,9 +375,12 @@ def figure(path):
     save(fig, path)
 
 io.write_bytes(disk.parent / "source.bin", bytes(big))
-cases = {"bytes.bin": lambda p: io.write_bytes(p, b"x" * big), "table.json": lambda p: io.write_json(p, {"x": "y" * big}),
-         "shard.npy": lambda p: io.write_npy(p, np.ones(big, np.uint8)), "model.pt": lambda p: atomic_save({"w": torch.ones(big // 4)}, p),
-         "figure.png": figure, "copy.bin": lambda p: io.copy_file(disk.parent / "source.bin", p)}
+cases = {"bytes.bin": lambda p: io.write_bytes(p, b"x" * big),
+         "table.json": lambda p: io.write_json(p, {"x": "y" * big}),
+         "shard.npy": lambda p: io.write_npy(p, np.ones(big, np.uint8)),
+         "model.pt": lambda p: atomic_save({"w": torch.ones(big // 4)}, p),
+         "figure.png": figure,
+         "copy.bin": lambda p: io.copy_file(disk.parent / "source.bin", p)}
 for name, write in cases.items():
     path = disk / "out" / name
     if not path.exists():

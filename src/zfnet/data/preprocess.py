@@ -212,7 +212,7 @@ def preprocess(
     root, out = Path(root), Path(out)
     classes = read_classes(root)
     counts = {split: count_split(root, split) for split in SPLITS}
-    replaced = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.stat().st_nlink == 1) if out.is_dir() else 0
+    replaced = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.stat().st_nlink == 1)
     check_free_space(out, shard_bytes(sum(counts.values()), size) - replaced,
                      f"the shards of {sum(counts.values()):,} images of 3 x {size} x {size} bytes")
     return {

@@ -374,7 +374,6 @@ def figure(path):
     ax.imshow(np.random.default_rng(0).random((400, 400, 3)))
     save(fig, path)
 
-io.write_bytes(disk.parent / "source.bin", bytes(big))
 cases = {"bytes.bin": lambda p: io.write_bytes(p, b"x" * big),
          "table.json": lambda p: io.write_json(p, {"x": "y" * big}),
          "shard.npy": lambda p: io.write_npy(p, np.ones(big, np.uint8)),
@@ -404,6 +403,7 @@ def test_every_writer_on_a_full_disk_names_the_file_and_the_bytes_and_keeps_the_
     disk = tmp_path / "disk"
     mounted = can_mount()
     limit = 64 * 1024
+    (tmp_path / "source.bin").write_bytes(bytes(300_000))  # what copy.bin copies
 
     def run(room: int) -> dict[str, str]:
         def rlimit():

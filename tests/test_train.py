@@ -87,9 +87,9 @@ def test_reader_processes_run_only_where_they_can_overlap(monkeypatch):
 
     assert reader_workers(torch.device("cpu"), 5) == 5
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert reader_workers(torch.device("cuda"), 0) == 8  # a 16-core GPU host, one rank
+    assert reader_workers(torch.device("cuda"), 0) == 14  # a 16-core GPU host, one rank
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert reader_workers(torch.device("cuda"), 0) == 3  # 4 ranks share the 16 cores
+    assert reader_workers(torch.device("cuda"), 0) == 2  # 4 ranks share the 16 cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert reader_workers(torch.device("cpu"), 0) == 0  # the step's threads fill both cores: in line

@@ -98,7 +98,7 @@ class TrainConfig:
     eval_crops: int = 10
     val_every: int = 1  # centre-crop validation every N epochs (0: only at milestones and the last); plateau needs 1
     # Threads reading training batches ahead (crops and normalisation run where the model is):
-    # 0 = auto (on a GPU one per spare core, at most 8; on a CPU one if the step leaves a core
+    # 0 = auto (on a GPU this rank's share of the cores but two; on a CPU one if the step leaves a core
     # free, else in line), N = always N (zfnet.train.runtime.reader_workers).
     workers: int = 0
     device: str = "auto"  # auto | cpu | cuda

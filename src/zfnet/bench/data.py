@@ -309,7 +309,7 @@ def _loader_224_result(seconds: dict[str, float], images: int, workers: int, dev
                        step_images_per_s: float | None) -> tuple[dict, list[dict]]:
     """:func:`bench_loader_224`'s result and target checks from the best ``seconds`` of each contender."""
     rate = {name: images / s for name, s in seconds.items()}
-    host_readers = min(8, GPU_HOST_CORES - 1)  # zfnet.train.runtime.reader_workers on such a host
+    host_readers = GPU_HOST_CORES - 2  # zfnet.train.runtime.reader_workers on such a host
     result = {
         "images": images,
         "reader_processes": workers,

@@ -87,11 +87,11 @@ def reader_workers(device: torch.device, workers: int = 0) -> int:
     """How many threads read training batches ahead (:func:`read_batches`); 0 = in line.
 
     ``workers`` > 0 (``train.workers``) is taken as given. 0 decides: on a GPU the step runs
-    asynchronously and readers keep it fed: one per core this process may use beyond its own, split
-    among the ranks on the machine, at most 8 (docs/cost.md: 8 read several times what an H100
-    trains). On a CPU the step's intra-op threads already occupy the cores torch may use: a reader
-    then competes with them and costs more than it hides (docs/benchmarks.md), so one runs only with
-    a core to spare.
+    asynchronously and reading is the only work left to the CPU, so this rank's share of the
+    machine's cores reads, but two (the training thread and the copies to the GPU): 14 threads on a
+    16-core host with one GPU (docs/cost.md). On a CPU the step's intra-op threads already occupy
+    the cores torch may use: a reader then competes with them and costs more than it hides
+    (docs/benchmarks.md), so one runs only with a core to spare.
     """
     if workers > 0:
         return workers
@@ -101,7 +101,7 @@ def reader_workers(device: torch.device, workers: int = 0) -> int:
         cores = os.cpu_count() or 1
     if device.type != "cpu":
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        return max(1, min(8, cores // local_ranks - 1))
+        return max(1, cores // local_ranks - 2)
     return 1 if torch.get_num_threads() < cores else 0
 
 

@@ -227,7 +227,7 @@ def bench_loader(scratch: Scratch, device: torch.device, rounds: Rounds,
         "batch": t.batch_size,
         "steps": len(batches),
         "rounds": len(seconds["epoch"]),
-        "reader_processes": reader_workers(device, t.workers),
+        "reads": _reads(reader_workers(device, t.workers)),
         "epoch_s": epoch,
         "compute_s": best["compute"],
         "epoch_images_per_s": n / epoch,
@@ -237,6 +237,11 @@ def bench_loader(scratch: Scratch, device: torch.device, rounds: Rounds,
         **{f"data_{part}": min(p[part] for p in data_parts) for part in data_parts[0]},
     }
     return result, [target("loader: epoch time / pure compute time", result["overhead"], "<=", 1.15)]
+
+
+def _reads(workers: int) -> str:
+    """How the loop reads its batches with ``workers`` reader threads."""
+    return f"{workers} reader threads" if workers else "in line"
 
 
 GPU_HOST_CORES = 16  # the GPU host docs/cost.md sizes: 16 cores per GPU
@@ -289,8 +294,8 @@ def bench_loader_224(scratch: Scratch, device: torch.device, rounds: Rounds, bat
 
         return run
 
-    def loader(reader_processes: int, crop: bool) -> Iterator:
-        for (images, _), w in zip(read_batches(data, batches, reader_processes, device.type == "cuda"), windows):
+    def loader(readers: int, crop: bool) -> Iterator:
+        for (images, _), w in zip(read_batches(data, batches, readers, device.type == "cuda"), windows):
             images = images.to(device, non_blocking=True)
             yield crop_normalize(images, mean, w, 224, 1.0) if crop else images
 
@@ -312,7 +317,7 @@ def _loader_224_result(seconds: dict[str, float], images: int, workers: int, dev
     host_readers = GPU_HOST_CORES - 2  # zfnet.train.runtime.reader_workers on such a host
     result = {
         "images": images,
-        "reader_processes": workers,
+        "reads": _reads(workers),
         **{f"{name}_s": s for name, s in seconds.items()},
         **{f"{name}_images_per_s": r for name, r in rate.items()},
         "per_core_images_per_s": images / (seconds["read"] + seconds["crop"]),

@@ -33,6 +33,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_tracking_uri():
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's environment
+    (for subprocesses), where it would outlive the test and point later tests' stores elsewhere:
+    restore the variable after every test."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if "mlflow" in sys.modules:
+            sys.modules["mlflow"].set_tracking_uri(before)  # sets the variable again; None leaves it unset
+        elif before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

@@ -59,10 +59,10 @@ def _weights(folder: Path, name: str) -> Path:
     pytest.param("vgg11", ["features.9", "features.19"], marks=pytest.mark.slow),  # a 507 MB state dict
 ])
 def test_visualize_your_torchvision_model_on_a_folder(folder: Path, tmp_path: Path, name: str, layers: list[str]):
-    out = tmp_path / "figures"
+    out, index = tmp_path / "figures", name == "alexnet"  # --index: every map's top-9 too (explore's)
     code, stdout, err = zfnet(["visualize", "--model", f"torchvision:{name}", "--weights", str(_weights(folder, name)),
                                    "--images", str(folder / "images"), "--layers", *layers, "--input-size", "112",
-                                   "--maps", "2", "--out", str(out)], tmp_path)
+                                   "--maps", "2", "--out", str(out), *["--index"] * index], tmp_path)
     assert code == 0, err
     result = json.loads(stdout)
     assert result["images"] == 12 and result["purity"] is None and set(result["top9"]) == set(layers)
@@ -70,6 +70,12 @@ def test_visualize_your_torchvision_model_on_a_folder(folder: Path, tmp_path: Pa
         with Image.open(out / f"top9_{layer}.png") as png:  # 2 maps: 3x3 projections | 3x3 patches each
             assert png.size[0] > 300 and png.size[1] > 100
     assert (out / "filters_conv1.png").is_file()
+    assert (out / "index/index.json").is_file() == index
+    if index:
+        from zfnet.viz.index import Top9Index
+
+        channels = {layer: Top9Index(out / "index").data["layers"][layer]["channels"] for layer in layers}
+        assert channels == {"features.4": 192, "features.11": 256}  # every map, not the 2 shown
 
 
 def test_your_own_class_by_module_and_factory(folder: Path, tmp_path: Path, monkeypatch):

@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         network, args.prepared, out, _milestones(args.milestones), dict(args.compare), args.split,
         args.evolution_split, args.maps, args.evolution_maps, args.stable, args.dead_ratio, args.max_images or None,
         args.batch_size, args.max_batch, device(args.device), args.images, args.max_pixels, args.layers,
-        out / "index",
+        out / "index" if args.index else None,
     )
     print(json.dumps(result, indent=2))
     if result["images"] < 9:
@@ -91,8 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "instead of the prepared splits; they are resized and cropped as the model expects")
     max_pixels_option(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: a new outputs/visualize-<time>/; "
-                   "the pipeline's figures/visualize is a DVC out); DIR/index/ holds every map's top-9 and "
-                   "tiles (zfnet explore --cache DIR with the same model and images browses it)")
+                   "the pipeline's figures/visualize is a DVC out)")
+    p.add_argument("--index", action="store_true", help="also write DIR/index/: the top-9 and projections of "
+                   "every map of the layers, not only the --maps shown (what zfnet explore browses; one "
+                   "deconvnet projection per map and image, so minutes for wide layers)")
     p.add_argument("--milestones", metavar="DIR", help="folder of epoch-NNN.pt milestone checkpoints (Fig. 4)")
     p.add_argument("--compare", nargs="*", default=[], metavar="LABEL=CKPT", type=_labelled_checkpoint,
                    help="more checkpoints whose layer-1 filters to draw, e.g. krizhevsky=models_ablation/krizhevsky/model.pt")

@@ -19,6 +19,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zfnet.errors import first_line
+from zfnet.io import load_yaml
 
 
 class ConfigError(ValueError):
@@ -508,7 +509,7 @@ def load_params(path: str | Path = "params.yaml") -> Config:
     """Read ``params.yaml`` (DVC's composed Hydra config) into a validated :class:`Config`."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the repository root)") from None
     except yaml.YAMLError as exc:

@@ -45,7 +45,7 @@ except ImportError:  # Windows: no flock; concurrent first use of a new SQLite s
 
 from zfnet.config import Config, flatten, to_dict
 from zfnet.errors import first_line
-from zfnet.io import atomic_path, disk_full, out_of_space
+from zfnet.io import atomic_path, disk_full, load_yaml, out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
 def data_hash(lock_path: str | Path = "dvc.lock", stage: str = "preprocess") -> str:
     """The md5 of ``stage``'s first out in ``dvc.lock`` (the prepared data), or ``unknown``."""
     try:
-        lock = yaml.safe_load(Path(lock_path).read_text())
+        lock = load_yaml(Path(lock_path).read_text())
         return str(lock["stages"][stage]["outs"][0]["md5"])
     except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
         return "unknown"

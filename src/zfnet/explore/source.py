@@ -187,10 +187,10 @@ class Explorer:
 
 
 def _params(run: Path) -> dict:
-    import yaml
+    from zfnet.io import load_yaml
 
     path = run / "params.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return load_yaml(path.read_text()) if path.is_file() else {}
 
 
 def _mlflow_links(run: Path, params: dict, ui: str) -> tuple[list[tuple[str, str]], str]:

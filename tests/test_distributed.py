@@ -104,19 +104,18 @@ def multinode_raw() -> dict:
     return tiny_raw("model.dropout=0.0", "train.epochs=6", "train.milestones=[1,6]", "train.val_every=1")
 
 
-@pytest.mark.slow
-def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_prepared):
-    """``torchrun --nnodes=2 --nproc_per_node=1`` twice (two "nodes" sharing the project folder, as
-    nodes share a filesystem), meeting at a c10d rendezvous on localhost; once epoch 1's resume state
-    exists, one node's worker is killed (-9): ``--max-restarts=3`` (the README's) restarts both workers (a peer
-    can fail once more while the group re-forms: one kill may cost two restarts), which resume
-    after the last finished epoch and end where one uninterrupted process ends."""
-    project = tiny_project(tmp_path / "project", tiny_prepared, multinode_raw())
-    port, env = free_port(), clean_env()
+HUNG = 150  # seconds after the kill with neither agent done: torch elastic's restart hung
+
+
+def two_nodes_killed(project: Path, logs: list) -> list[int] | None:
+    """Both agents of :func:`test_two_nodes_restart_a_killed_worker_from_the_resume_state`, node 1's
+    worker killed -9 once epoch 1's resume state exists; their exit codes, or None if the restart
+    hung (both agents and their workers are then killed)."""
+    port, env = free_port(), {**clean_env(), "LOGLEVEL": "INFO"}  # torchrun's own log: the rendezvous rounds
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
            f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=zfnet-{port}", "--max-restarts=3", "-m", "zfnet.stages.train"]
-    logs = [open(tmp_path / f"node{i}.log", "w+") for i in range(2)]
-    nodes = [subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    nodes = [subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+             for log in logs]
     try:
         resume, deadline = project / ".zfnet/state/train/resume.pt", time.time() + 240
         while not resume.exists() and all(n.poll() is None for n in nodes):
@@ -125,12 +124,36 @@ def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_
         workers = children(nodes[1].pid)
         assert len(workers) == 1 and nodes[1].poll() is None, "node 1's worker had already finished"
         os.kill(workers[0], signal.SIGKILL)
-        codes = [n.wait(timeout=300) for n in nodes]
+        return [n.wait(timeout=HUNG) for n in nodes]
+    except subprocess.TimeoutExpired:
+        return None
     finally:
         for n in nodes:
             if n.poll() is None:
-                n.kill()
-    output = "".join(log.seek(0) or log.read() for log in logs)
+                os.killpg(n.pid, signal.SIGKILL)
+                n.wait()
+
+
+@pytest.mark.slow
+def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_prepared):
+    """``torchrun --nnodes=2 --nproc_per_node=1`` twice (two "nodes" sharing the project folder, as
+    nodes share a filesystem), meeting at a c10d rendezvous on localhost; once epoch 1's resume state
+    exists, one node's worker is killed (-9): ``--max-restarts=3`` (the README's) restarts both workers (a peer
+    can fail once more while the group re-forms: one kill may cost two restarts), which resume
+    after the last finished epoch and end where one uninterrupted process ends.
+
+    torch elastic's restart of a multi-node group can itself hang (upstream: pytorch/pytorch#123678,
+    #147064; here in 2 of 5 runs of this test, both inside the full suite, agents silent after the
+    restart began): after :data:`HUNG` seconds the agents are killed and the scenario runs once
+    more from scratch, which must then succeed (README "Scale-out": bound the job's time)."""
+    for attempt in range(2):
+        project = tiny_project(tmp_path / f"project{attempt}", tiny_prepared, multinode_raw())
+        logs = [open(tmp_path / f"attempt{attempt}-node{i}.log", "w+") for i in range(2)]
+        codes = two_nodes_killed(project, logs)
+        output = "".join(log.seek(0) or log.read() for log in logs)
+        if codes is not None:
+            break
+        print(f"attempt {attempt}: the restart hung for {HUNG} s; torchrun's log:\n{output[-3000:]}")
     assert codes == [0, 0], output[-4000:]
     assert "resuming from" in output, output[-4000:]  # the restarted workers did not start over
 

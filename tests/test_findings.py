@@ -152,6 +152,10 @@ def test_ablation_rows_of_two_runs_agree_within_two_sd():
     a = {"zfnet": ablated(30.0, 25.0, sd=1.0), "no_fc7": ablated(30.0, 25.0, sd=1.0), "only_a": ablated(1.0, 1.0)}
     b = {"zfnet": ablated(31.9, 25.0, sd=0.5), "no_fc7": ablated(33.0, 25.0, sd=1.0)}
     assert row_agreement(a, b) == [("zfnet", 30.0, 1.0, 31.9, 0.5, True), ("no_fc7", 30.0, 1.0, 33.0, 1.0, False)]
+    # two seeds that agree to 0.1 points: the sd is floored at the binomial error on 1000 images (about 1.1 points)
+    close = {"zfnet": ablated(12.1, 8.0, sd=0.0)}
+    assert row_agreement(close, {"zfnet": ablated(13.3, 8.0, sd=0.4)})[0][-1]
+    assert not row_agreement(close, {"zfnet": ablated(15.5, 8.0, sd=0.4)})[0][-1]
 
 
 def test_readme_block_is_replaced_between_the_markers():

@@ -57,11 +57,18 @@ def ablation_rows(folder: str | Path) -> dict[str, dict]:
 
 def row_agreement(a: dict[str, dict], b: dict[str, dict], key: str = "val_top1_error") -> list[tuple]:
     """Per variant in both runs: ``(variant, mean_a, sd_a, mean_b, sd_b, agree)``; two rows agree when
-    their means differ by at most 2 standard deviations of one training (the larger of the two sds)."""
+    their means differ by at most 2 standard deviations of one training: the larger of the two seed
+    sds, and never less than the binomial error of one training's validation error on its
+    ``val_images`` (two seeds that happen to agree give an sd near 0, below what the validation set
+    can resolve)."""
+    from zfnet.stats import binomial_se
+
     rows = []
     for variant in (v for v in a if v in b):
         (ma, sa), (mb, sb) = ((r[f"{key}_mean"], r[f"{key}_sd"]) for r in (a[variant], b[variant]))
-        rows.append((variant, ma, sa, mb, sb, abs(ma - mb) <= 2 * max(sa, sb)))
+        floor = max(binomial_se(m, r["val_images"]) if "val_images" in r else 0.0
+                    for m, r in ((ma, a[variant]), (mb, b[variant])))
+        rows.append((variant, ma, sa, mb, sb, abs(ma - mb) <= 2 * max(sa, sb, floor)))
     return rows
 
 
@@ -78,7 +85,8 @@ def _compare(first: str, second: str) -> None:
         print(f"  ablation {variant}: val top-1 {ma:.1f} +- {sa:.1f} vs {mb:.1f} +- {sb:.1f} %: "
               + ("agree within 2 sd" if agree else "DIFFER by more than 2 sd"))
     if rows:
-        print(f"{sum(r[-1] for r in rows)} of {len(rows)} ablation rows agree within 2 sd")
+        print(f"{sum(r[-1] for r in rows)} of {len(rows)} ablation rows agree within 2 sd "
+              "(an sd at least the validation set's binomial error)")
 
 
 def _run(args: argparse.Namespace) -> int:

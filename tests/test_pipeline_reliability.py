@@ -460,6 +460,28 @@ def test_free_space_is_checked_against_an_estimate_before_a_job(tmp_path):
                         r"free some space or put the folder on a bigger disk", str(err.value))
 
 
+def test_the_write_pause_failpoint_holds_a_write_open_and_changes_no_byte(tmp_path, monkeypatch):
+    """``ZFNET_WRITE_PAUSE_S`` (the kill test's way to land inside a write): while the write is held
+    its temp file is there and the old file untouched; afterwards the new bytes are in place; a bad
+    value names the variable."""
+    import threading
+    from zfnet import io as zio
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    monkeypatch.setenv(zio.WRITE_PAUSE_ENV, "0.5")
+    writer = threading.Thread(target=zio.write_bytes, args=(target, b"new"))
+    writer.start()
+    time.sleep(0.2)
+    assert [p.name for p in tmp_path.glob(".out.bin.*.tmp")] and target.read_bytes() == b"old"
+    writer.join()
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    monkeypatch.setenv(zio.WRITE_PAUSE_ENV, "soon")
+    with pytest.raises(ValueError, match=r"ZFNET_WRITE_PAUSE_S='soon': not a number of seconds"):
+        zio.write_bytes(target, b"newer")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
 @pytest.mark.slow
 @needs_mount
 def test_preprocessing_on_a_full_disk_refuses_or_stops_and_the_rerun_completes(tmp_path, small_disk):

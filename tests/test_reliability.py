@@ -87,7 +87,8 @@ def kill_at(kind: str, proc: subprocess.Popen, root: Path, rng: random.Random) -
     ``startup``: 0.5-6 s after launch, before training starts (imports, MLflow setup).
     ``epoch``: once this run has finished an epoch, 20-250 ms later, inside the next epoch.
     ``write``: inside an atomic checkpoint write: stopped (SIGSTOP) as soon as a temp file
-    appears and killed only if the temp file is still there, so the kill is provably mid-write.
+    appears and killed only if the temp file is still there, so the kill is provably mid-write
+    (the ``ZFNET_WRITE_PAUSE_S`` failpoint holds each write open long enough to be seen).
     ``publish``: 0-500 ms after the last epoch's state, while the outs are copied and logged.
     """
     state = root / ".zfnet/state/train"
@@ -156,8 +157,8 @@ def test_kill_9_at_random_points_then_rerun_equals_an_uninterrupted_run(prepared
     raw = tiny_params()
     straight = conftest.tiny_project(tmp_path / "straight", prepared, raw)
     crashed = conftest.tiny_project(tmp_path / "crashed", prepared, raw)
-    env = stage_env()
-    reference = subprocess.Popen(STAGE, cwd=straight, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    env = stage_env(ZFNET_WRITE_PAUSE_S="0.05")  # every write held 50 ms: the write kills never miss one
+    reference = subprocess.Popen(STAGE, cwd=straight, env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)  # runs alongside the kill trials (2 cores)
     rng = random.Random(2014)
     state = crashed / ".zfnet/state/train"

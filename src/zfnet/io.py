@@ -8,6 +8,10 @@ the old file or the new one, never part of one; an exception removes the temp fi
 Out of space (a full disk, a quota, a file size limit): any write here raises :class:`DiskFullError`,
 one line naming the file, the bytes it needs and the bytes free, and leaves no partial file (only
 the old one, if any). :func:`check_free_space` refuses a large job before it starts.
+
+Failpoint for the crash tests: ``ZFNET_WRITE_PAUSE_S`` (seconds, default 0) holds every atomic
+write that long between its body and its rename, so a test can kill a process provably inside a
+write (``tests/test_reliability.py``); the written bytes are unchanged.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+WRITE_PAUSE_ENV = "ZFNET_WRITE_PAUSE_S"
 OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # disk full, quota exceeded, file size limit
 
 
@@ -90,6 +96,7 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
         os.close(fd)
         tmp = Path(name)
         yield tmp
+        _write_pause()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -103,6 +110,17 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
             raise error from None
         raise
     _fsync_folder(path.parent)
+
+
+def _write_pause() -> None:
+    """The :data:`WRITE_PAUSE_ENV` failpoint (see the module's docstring)."""
+    pause = os.environ.get(WRITE_PAUSE_ENV)
+    if not pause:
+        return
+    try:
+        time.sleep(float(pause))
+    except ValueError:
+        raise ValueError(f"{WRITE_PAUSE_ENV}={pause!r}: not a number of seconds") from None
 
 
 @contextlib.contextmanager

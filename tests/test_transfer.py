@@ -85,6 +85,23 @@ def test_fit_softmax_separates_classes_and_labels():
     assert ((clf2(x) > 0).float() == multi).all()
 
 
+def test_fit_softmaxes_on_every_core_equal_the_fits_one_by_one():
+    """The probes' and transfer rows' fits run at once on threads (one CPU thread each), and each
+    classifier is bit for bit the one :func:`fit_softmax` fits alone, in the order given; the
+    caller's thread count is restored."""
+    gen = torch.Generator().manual_seed(2)
+    problems = []
+    for dims in (40_000, 3000, 64, 512):  # conv1-sized and fc7-sized features, large enough for threaded kernels
+        y = torch.arange(6).repeat_interleave(30)
+        problems.append((torch.randn(6, dims, generator=gen)[y] + 2 * torch.randn(180, dims, generator=gen).relu(), y))
+    threads = torch.get_num_threads()
+    alone = [classifier.fit_softmax(x, y, 6, max_iter=15) for x, y in problems]
+    together = classifier.fit_softmaxes(problems, 6, max_iter=15, workers=2)
+    assert torch.get_num_threads() == threads
+    for a, b in zip(alone, together):
+        assert torch.equal(a.linear.weight, b.linear.weight) and torch.equal(a.mu, b.mu)
+
+
 def test_fit_softmax_minimises_scikit_learns_logistic_regression_objective():
     """At convergence our L-BFGS softmax is scikit-learn's multinomial LogisticRegression with
     C = 1 / (l2 * N) on the same centred, scaled features: probabilities agree to 1e-4

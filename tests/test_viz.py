@@ -163,6 +163,21 @@ def test_filter_stats_bands_and_dead_filters(tmp_path: Path) -> None:
     assert Path(out["figure"]).is_file() and out["filters"] == WIDTHS[0]
 
 
+def test_cka_centring_is_the_centring_matrix_product() -> None:
+    """:func:`zfnet.viz.evolution.centre` (row and column means, O(n^2)) is ``H K H`` to rounding,
+    so the CKA values and their bootstrap error are the definition's."""
+    from zfnet.viz.evolution import centre, cka, gram
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 30, generator=gen)
+    k, l = gram(x), gram(x @ torch.randn(30, 20, generator=gen) + torch.randn(50, 20, generator=gen))
+    h = torch.eye(50, dtype=torch.float64) - 1 / 50
+    assert torch.allclose(centre(k), h @ k @ h, rtol=0, atol=1e-10 * k.abs().max())
+    kc, lc = h @ k @ h, h @ l @ h
+    assert abs(cka(k, l) - float((kc * lc).sum() / (kc.norm() * lc.norm()))) < 1e-12
+    assert abs(cka(k, k) - 1) < 1e-12
+
+
 def test_lower_layers_first_falls_back_to_settledness_when_epochs_tie() -> None:
     assert settled([9, 9, 9], 9) == 1.0 and settled([0, 9, 9], 9) == 0.5 and settled([9], 9) == 1.0
     assert lower_layers_first([1, 2, 2, 5, 10], [1.0, 0.9, 0.8, 0.5, 0.4]) == (True, "converged_epoch")

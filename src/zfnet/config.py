@@ -44,6 +44,7 @@ class DataConfig:
     source: str = "synthetic"  # synthetic: generate into data/raw/imagenet | imagenet: read the layout at root
     root: str = "data/imagenet"  # the real ImageNet folder (train/, val/); unused for synthetic
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    workers: int = 2  # processes drawing the synthetic images (the same bytes for any number)
 
 
 @dataclass
@@ -350,6 +351,7 @@ def validate(cfg: Config) -> Config:
 
 def _validate_data(d: DataConfig) -> None:
     _check_choice("data.source", d.source, ("synthetic", "imagenet"))
+    _check_positive(d, "data", "workers")
     syn = d.synthetic
     _check_positive(syn, "data.synthetic", "train_per_class val_per_class min_side max_side")
     if syn.classes < 2:

@@ -191,11 +191,11 @@ def train_seeds(cfg: Config, name: str, prepared: str | Path, out_dir: str | Pat
     state in ``state_dir/seed-<s>``. Returns :func:`train_variant`'s result per seed, in order.
     """
     import multiprocessing as mp
-    import os
+
+    from zfnet.train.runtime import available_cores
 
     seeds = ablation_seeds(cfg)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(cfg.ablation.workers or cores, len(seeds))
+    workers = min(cfg.ablation.workers or available_cores(), len(seeds))
     jobs = [(cfg, name, prepared, Path(out_dir) / f"seed-{s}", Path(state_dir) / f"seed-{s}", s,
              max(1, (cfg.train.threads or torch.get_num_threads()) // workers)) for s in seeds]
     if workers == 1:

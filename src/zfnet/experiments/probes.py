@@ -4,7 +4,7 @@ For each of the layers (default conv1..conv5 and fc7) the frozen trained model's
 (conv blocks after pooling and contrast normalisation, fc7 after ReLU) of the centre crop is
 flattened, whole, into one feature vector, as the paper trains its classifier on the layer's
 output (:func:`zfnet.experiments.features.features`); a linear softmax
-(:func:`zfnet.experiments.classifier.fit_softmax`; extractor and classifier are the transfer rows'
+(:func:`zfnet.experiments.classifier.fit_softmaxes`, the fits on every core; extractor and classifier are the transfer rows'
 code) is fitted on ``n`` training images per class and scored by mean per-class accuracy on up to
 ``test_per_class`` others, over ``transfer.splits`` random splits (the same splits as the transfer
 experiments). The paper's numbers are its SVM column.
@@ -21,7 +21,7 @@ import torch
 
 from zfnet.data.caltech import Categories
 from zfnet.data.views import Crops, load_crops
-from zfnet.experiments.classifier import fit_softmax, mean_class_accuracy
+from zfnet.experiments.classifier import fit_softmaxes, mean_class_accuracy
 from zfnet.experiments.features import features
 from zfnet.experiments.transfer import Setup, class_split
 
@@ -44,12 +44,12 @@ def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], c
     labels = np.array(data.labels())[crops.kept]
     y = torch.from_numpy(labels).long()
     feats = features(s.model, crops.images, s.mean, layers, t.batch_size, s.device)
+    splits = [class_split(labels, n_train, t.test_per_class, s.seed, split) for split in range(t.splits)]
+    jobs = [(layer, tr, te) for tr, te in splits for layer in layers]
+    fitted = fit_softmaxes([(feats[layer][tr], y[tr]) for layer, tr, _ in jobs], len(data.classes), t.l2, t.max_iter)
     scores: dict[str, list[float]] = {layer: [] for layer in layers}
-    for split in range(t.splits):
-        tr, te = class_split(labels, n_train, t.test_per_class, s.seed, split)
-        for layer in layers:
-            clf = fit_softmax(feats[layer][tr], y[tr], len(data.classes), t.l2, t.max_iter)
-            scores[layer].append(mean_class_accuracy(clf(feats[layer][te]).argmax(1), labels[te]))
+    for (layer, _, te), clf in zip(jobs, fitted):
+        scores[layer].append(mean_class_accuracy(clf(feats[layer][te]).argmax(1), labels[te]))
     out = {}
     for layer in layers:
         out[layer] = {"accuracy": float(np.mean(scores[layer])), "accuracy_std": float(np.std(scores[layer])),

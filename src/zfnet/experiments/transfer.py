@@ -50,7 +50,7 @@ from zfnet.data.caltech import Categories
 from zfnet.data.imagenet import LayoutError
 from zfnet.data.transforms import normalize, random_crops
 from zfnet.data.views import Crops, load_crops, load_views
-from zfnet.experiments.classifier import average_precision, fit_softmax, mean_class_accuracy
+from zfnet.experiments.classifier import average_precision, fit_softmax, fit_softmaxes, mean_class_accuracy
 from zfnet.experiments.features import features, logits
 from zfnet.models import ConvNet
 from zfnet.train.loop import new_model, sgd, sgd_step
@@ -150,9 +150,9 @@ def caltech(setup: Setup, data: Categories, counts: Sequence[int], crops: Crops 
     rows = []
     for n in counts:
         pretrained, scratch = [], []
-        for split in range(t.splits):
-            tr, te = class_split(labels, n, t.test_per_class, s.seed, split)
-            clf = fit_softmax(feats[tr], y[tr], len(data.classes), t.l2, t.max_iter)
+        splits = [class_split(labels, n, t.test_per_class, s.seed, split) for split in range(t.splits)]
+        fitted = fit_softmaxes([(feats[tr], y[tr]) for tr, _ in splits], len(data.classes), t.l2, t.max_iter)
+        for split, ((tr, te), clf) in enumerate(zip(splits, fitted)):
             pretrained.append(mean_class_accuracy(clf(feats[te]).argmax(1), labels[te]))
             tested = len(te)
             if split < t.scratch_splits:

@@ -27,7 +27,7 @@ def main(cfg: Config) -> None:
         if RAW.exists():
             shutil.rmtree(RAW)
         root = RAW / "imagenet"
-        summary = synthetic.write_imagenet(root, cfg.data.synthetic)
+        summary = synthetic.write_imagenet(root, cfg.data.synthetic, workers=cfg.data.workers)
         log.info("wrote the synthetic ImageNet layout to %s: %s", root, summary)
         root_str, extra = str(root), {"synthetic": asdict(cfg.data.synthetic)}
     else:

@@ -83,6 +83,14 @@ def uses_bf16(amp: str, device: torch.device) -> bool:
     return amp == "bf16" or (amp == "auto" and bf16_support(device)["native"])
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; all of them where it cannot be asked)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def reader_workers(device: torch.device, workers: int = 0) -> int:
     """How many threads read training batches ahead (:func:`read_batches`); 0 = in line.
 
@@ -95,10 +103,7 @@ def reader_workers(device: torch.device, workers: int = 0) -> int:
     """
     if workers > 0:
         return workers
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = available_cores()
     if device.type != "cpu":
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return max(1, cores // local_ranks - 2)

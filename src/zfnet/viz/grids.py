@@ -91,9 +91,18 @@ def save_figure(
     fig_w = max(left + img_w + 0.1, 0.07 * len(title) + 0.2)  # wide enough for the title
     fig_h = top + img_h + 0.1
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
-    x0 = left + (fig_w - left - img_w - 0.1) / 2
+    x0 = round((left + (fig_w - left - img_w - 0.1) / 2) * dpi) / dpi  # on a whole pixel
     ax = fig.add_axes((x0 / fig_w, 0.1 / fig_h, img_w / fig_w, img_h / fig_h))
-    ax.imshow(array.squeeze(-1) if array.shape[-1] == 1 else array, cmap="gray", interpolation="nearest")
+    pixels = array.squeeze(-1) if array.shape[-1] == 1 else array
+    if float(scale).is_integer():  # drawn pixel for pixel: matplotlib's resampling of a large image is slow
+        k = int(scale)
+        fig.figimage(pixels.repeat(k, 0).repeat(k, 1), xo=round(x0 * dpi), yo=round(0.1 * dpi), cmap="gray",
+                     origin="upper")
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.patch.set_visible(False)
+    else:
+        ax.imshow(pixels, cmap="gray", interpolation="nearest")
     ax.set_xticks([p for p, _ in col_labels], [t for _, t in col_labels], fontsize=8)
     ax.set_yticks([p for p, _ in row_labels], [t for _, t in row_labels], fontsize=8)
     ax.xaxis.tick_top()

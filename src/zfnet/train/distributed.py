@@ -14,11 +14,21 @@ writes checkpoints, resume state, metrics and MLflow runs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+# torchrun's agents keep one rendezvous TCP store for every restart (torch >= 2.4). The workers'
+# keys in it (gloo's addresses under "default_pg/...") outlive the workers, and after a restart a
+# worker can read the killed peer's address before the new peer rewrites it: "connectFullMesh ...
+# Connection refused", a restart spent, and after the last one a hang (tests/test_distributed.py,
+# on a busy machine). With this variable set for torchrun, each rendezvous round gets a fresh store.
+FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 def local_rank() -> int:
@@ -59,6 +69,11 @@ def process_group(device: torch.device) -> Iterator[None]:
     if not launched() or active():
         yield
         return
+    if restarts_share_a_store() and rank_from_env() == 0:
+        log.warning("torchrun on %s nodes may restart workers (--max-restarts %s) with one rendezvous store "
+                    "for every restart: a restart can read the killed workers' stale addresses and fail or hang; "
+                    "start torchrun with %s=1 (README, 'Several GPUs')", os.environ.get("GROUP_WORLD_SIZE"),
+                    os.environ.get("TORCHELASTIC_MAX_RESTARTS"), FRESH_STORE_ENV)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -66,6 +81,19 @@ def process_group(device: torch.device) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def restarts_share_a_store() -> bool:
+    """Whether this ``torchrun`` worker's restarts reuse one store across several nodes (see
+    :data:`FRESH_STORE_ENV`): more than one node, restarts allowed, the agent's shared store."""
+    env = os.environ
+    return (env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(env.get("GROUP_WORLD_SIZE", "1")) > 1
+            and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0)
+
+
+def rank_from_env() -> int:
+    """The global rank ``torchrun`` gave this process (``RANK``; 0 outside ``torchrun``)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def all_reduce_sums(values: Sequence[float], device: torch.device) -> list[float]:

@@ -146,7 +146,7 @@ def test_two_nodes_restart_a_killed_worker_from_the_resume_state(tmp_path, tiny_
     after the last finished epoch and end where one uninterrupted process ends.
 
     With torchrun's default, one rendezvous store kept for every restart, this failed inside the
-    full suite (3 of 3 runs; never in 5 runs alone): a restarted worker read the killed peer's
+    full suite (4 of 4 runs; never in 5 runs alone): a restarted worker read the killed peer's
     stale gloo address ("connectFullMesh ... Connection refused"), the surviving node's agent
     restarted on the membership change without counting it, each failure spent a restart, and
     after the last one both workers hung. :data:`zfnet.train.distributed.FRESH_STORE_ENV` gives

@@ -46,7 +46,7 @@ def probe(setup: Setup, data: Categories, n_train: int, layers: Sequence[str], c
     feats = features(s.model, crops.images, s.mean, layers, t.batch_size, s.device)
     splits = [class_split(labels, n_train, t.test_per_class, s.seed, split) for split in range(t.splits)]
     jobs = [(layer, tr, te) for tr, te in splits for layer in layers]
-    fitted = fit_softmaxes([(feats[layer][tr], y[tr]) for layer, tr, _ in jobs], len(data.classes), t.l2, t.max_iter)
+    fitted = fit_softmaxes(((feats[layer][tr], y[tr]) for layer, tr, _ in jobs), len(data.classes), t.l2, t.max_iter)
     scores: dict[str, list[float]] = {layer: [] for layer in layers}
     for (layer, _, te), clf in zip(jobs, fitted):
         scores[layer].append(mean_class_accuracy(clf(feats[layer][te]).argmax(1), labels[te]))

@@ -151,7 +151,7 @@ def caltech(setup: Setup, data: Categories, counts: Sequence[int], crops: Crops 
     for n in counts:
         pretrained, scratch = [], []
         splits = [class_split(labels, n, t.test_per_class, s.seed, split) for split in range(t.splits)]
-        fitted = fit_softmaxes([(feats[tr], y[tr]) for tr, _ in splits], len(data.classes), t.l2, t.max_iter)
+        fitted = fit_softmaxes(((feats[tr], y[tr]) for tr, _ in splits), len(data.classes), t.l2, t.max_iter)
         for split, ((tr, te), clf) in enumerate(zip(splits, fitted)):
             pretrained.append(mean_class_accuracy(clf(feats[te]).argmax(1), labels[te]))
             tested = len(te)

@@ -8,11 +8,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
 from zfnet.train import distributed
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,10 +130,18 @@ def read_batches(dataset, batches: Sequence[Sequence[int]], workers: int = 0,
     if workers <= 0:
         yield from map(read, batches)
         return
-    todo = iter(batches)
-    with ThreadPoolExecutor(workers, thread_name_prefix="zfnet-reader") as pool:
-        ahead = deque(pool.submit(read, indices) for indices in islice(todo, 2 * workers))
-        while ahead:
-            batch = ahead.popleft().result()
-            ahead.extend(pool.submit(read, indices) for indices in islice(todo, 1))
-            yield batch
+    yield from threaded_map(read, batches, workers, 2 * workers, "zfnet-reader")
+
+
+def threaded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int,
+                 name: str = "zfnet") -> Iterator[R]:
+    """``fn(item)`` for each of ``items``, in order, on ``workers`` threads, with at most ``ahead``
+    calls submitted and not yet taken: ``items`` is drawn lazily, so only that many of its
+    elements (and results) are held at once."""
+    todo = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+        pending = deque(pool.submit(fn, item) for item in islice(todo, max(ahead, 1)))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, item) for item in islice(todo, 1))
+            yield result
